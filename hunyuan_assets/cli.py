@@ -1,0 +1,115 @@
+"""`hunyuan-assets demo`: images -> meshes in one command, on the emulator unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from hunyuan_assets.assets import images_partitions, meshes, prediction_log, source_images
+from hunyuan_assets.definitions import build_resources
+from hunyuan_assets.sensors import contiguous_ranges
+from hunyuan_assets.sources import SAMPLES_DIR
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hunyuan-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="Materialize meshes for a folder or S3 prefix of images.")
+    demo.add_argument("--images", default=str(SAMPLES_DIR), help="folder or s3://bucket/prefix")
+    demo.add_argument("--home", default=".hunyuan_demo", help="Dagster home (created if missing)")
+    demo.add_argument("--store", default=None, help="mesh store (default: <home>/hunyuan_store)")
+    demo.add_argument("--concurrency", type=int, default=2, help="predictions in flight at once")
+    demo.add_argument(
+        "--latency", type=float, default=1.0, help="emulated prediction time in seconds"
+    )
+    args = parser.parse_args(argv)
+    return run_demo(args)
+
+
+@contextlib.contextmanager
+def _api_base_url(latency: float) -> Iterator[str]:
+    """The configured API, or an emulator started for the length of the demo."""
+    configured = os.environ.get("WAVESPEED_BASE_URL")
+    if configured:
+        yield configured
+        return
+    from hunyuan_assets.emulator import EmulatorServer
+
+    with EmulatorServer(latency=latency) as server:
+        yield server.base_url
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    home = Path(args.home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    store = args.store or str(home / "hunyuan_store")
+    with _api_base_url(args.latency) as base_url, dg.DagsterInstance.from_config(str(home)) as instance:
+        print(f"API:        {base_url}")
+        print(f"images:     {args.images}")
+        print(f"dagster:    {home}")
+        resources = build_resources(
+            images=args.images, store=store, base_url=base_url, max_concurrency=args.concurrency
+        )
+        refs = resources["images"].open().list_images()
+        if not refs:
+            print(f"no images found in {args.images}", file=sys.stderr)
+            return 2
+        keys = [ref.partition_key for ref in refs]
+        existing = instance.get_dynamic_partitions(images_partitions.name)
+        new = [k for k in keys if k not in set(existing)]
+        if new:
+            instance.add_dynamic_partitions(images_partitions.name, new)
+        ordered = [*existing, *new]
+        all_assets = [source_images, meshes, prediction_log]
+        ok = True
+        for start, end in contiguous_ranges(ordered, set(keys)):
+            result = dg.materialize(
+                all_assets,
+                selection=[source_images, meshes],
+                instance=instance,
+                resources=resources,
+                tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+                raise_on_error=False,
+            )
+            ok = ok and result.success
+        log_result = dg.materialize(
+            all_assets, selection=[prediction_log], instance=instance, resources=resources,
+            raise_on_error=False,
+        )
+        ok = ok and log_result.success
+        failed = _print_summary(instance, keys, store)
+    return 0 if ok and not failed else 1
+
+
+def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) -> int:
+    from hunyuan_assets.lineage import latest_materializations
+
+    events = latest_materializations(instance, meshes.key, keys)
+    failed = 0
+    print(f"\n{'image':<28} {'status':<10} {'faces':>7}  mesh")
+    for key in keys:
+        event = events.get(key)
+        if event is None:
+            failed += 1
+            print(f"{key:<28} {'FAILED':<10} {'':>7}  (see the run's logs and the prediction log)")
+            continue
+        meta = event.metadata
+        print(f"{key:<28} {meta.get('status', ''):<10} {meta.get('faces', 0):>7}  {meta.get('mesh_uri')}")
+    print(f"\nmeshes and previews: {store}/meshes/ (preview.png beside each mesh.glb)")
+    print(f"prediction log:      {store}/prediction_log  (pandas.read_parquet)")
+    print(f"{len(keys) - failed} of {len(keys)} image(s) have a mesh")
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Fault injection for the emulator: what to break, how often, and for which inputs.
+
+The configuration is the JSON body of `POST /_emulator/faults` (also `EmulatorServer.configure`):
+scalar settings replace the current ones, `rules` are appended, `fail_tasks` / `nsfw` replace the
+previous selector (`null` clears it). Not thread-safe on its own: the server holds its lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ENDPOINTS = frozenset({"submit", "result", "upload", "upload_put", "media", "output", "any"})
+ERROR_KINDS = frozenset({"429", "500", "502", "503", "504"})
+KINDS = ERROR_KINDS | {"drop", "drop_after_accept", "slow"}
+ALWAYS = -1
+
+
+def _count(spec: Mapping[str, Any], default: int) -> int:
+    count = spec.get("count", default)
+    if not isinstance(count, int) or isinstance(count, bool) or count < ALWAYS:
+        raise ValueError(f"count must be an integer >= -1, got {count!r}")
+    return count
+
+
+def _seconds(value: Any, name: str, *, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _match(spec: Mapping[str, Any]) -> str | None:
+    match = spec.get("match")
+    if match is not None and not isinstance(match, str):
+        raise ValueError(f"match must be a string, got {match!r}")
+    return match
+
+
+@dataclass
+class FaultRule:
+    """One injected fault. `remaining` counts down; -1 means for ever.
+
+    `match` selects requests by substring: of the image URL for `submit` and `result`,
+    of the request path for the other endpoints.
+    """
+
+    endpoint: str
+    kind: str
+    remaining: int = 1
+    match: str | None = None
+    retry_after: float | None = 1.0  # 429 only; None sends no Retry-After header
+    delay: float = 1.0  # slow only
+
+    @classmethod
+    def from_json(cls, spec: Mapping[str, Any]) -> FaultRule:
+        unknown = set(spec) - {"endpoint", "kind", "count", "match", "retry_after", "delay"}
+        if unknown:
+            raise ValueError(f"unknown rule field(s): {sorted(unknown)}")
+        endpoint = spec.get("endpoint", "any")
+        kind = str(spec.get("kind", ""))
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"rule endpoint must be one of {sorted(ENDPOINTS)}, got {endpoint!r}")
+        if kind not in KINDS:
+            raise ValueError(f"rule kind must be one of {sorted(KINDS)}, got {kind!r}")
+        return cls(
+            endpoint=endpoint,
+            kind=kind,
+            remaining=_count(spec, 1),
+            match=_match(spec),
+            retry_after=_seconds(spec.get("retry_after", 1.0), "retry_after", optional=True),
+            delay=_seconds(spec.get("delay", 1.0), "delay") or 0.0,
+        )
+
+    def applies_to(self, endpoint: str, subject: str) -> bool:
+        return (
+            self.remaining != 0
+            and self.endpoint in (endpoint, "any")
+            and (self.match is None or self.match in subject)
+        )
+
+
+@dataclass
+class TaskSelector:
+    """Which predictions get a task-level fault: the next `remaining` ones, or those whose
+    image URL contains `match` (all of them unless a count is also given)."""
+
+    remaining: int
+    match: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_json(cls, spec: Mapping[str, Any], *, with_error: bool) -> TaskSelector:
+        allowed = {"count", "match"} | ({"error"} if with_error else set())
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ValueError(f"unknown field(s): {sorted(unknown)}")
+        match = _match(spec)
+        error = spec.get("error")
+        if error is not None and not isinstance(error, str):
+            raise ValueError(f"error must be a string, got {error!r}")
+        return cls(remaining=_count(spec, ALWAYS if match else 1), match=match, error=error)
+
+    def take(self, image_url: str) -> bool:
+        """True (and one use consumed) when this prediction is selected."""
+        if self.remaining == 0 or (self.match is not None and self.match not in image_url):
+            return False
+        if self.remaining > 0:
+            self.remaining -= 1
+        return True
+
+
+@dataclass
+class FaultConfig:
+    latency: float = 2.0
+    jitter: float = 0.0
+    output_ttl: float | None = None  # seconds an output URL stays valid after completion
+    hold: bool = False  # keep predictions `processing` until released
+    rules: list[FaultRule] = field(default_factory=list)
+    fail_tasks: TaskSelector | None = None
+    nsfw: TaskSelector | None = None
+
+    def merge(self, body: Mapping[str, Any]) -> None:
+        """Validate all of `body` first, then apply it, so a bad request changes nothing."""
+        if not isinstance(body, Mapping):
+            raise ValueError("faults body must be a JSON object")
+        unknown = set(body) - {
+            "latency",
+            "jitter",
+            "output_ttl",
+            "hold",
+            "rules",
+            "fail_tasks",
+            "nsfw",
+        }
+        if unknown:
+            raise ValueError(f"unknown fault setting(s): {sorted(unknown)}")
+        updates: dict[str, Any] = {}
+        for name in ("latency", "jitter"):
+            if name in body:
+                updates[name] = _seconds(body[name], name)
+        if "output_ttl" in body:
+            updates["output_ttl"] = _seconds(body["output_ttl"], "output_ttl", optional=True)
+        if "hold" in body:
+            if not isinstance(body["hold"], bool):
+                raise ValueError(f"hold must be true or false, got {body['hold']!r}")
+            updates["hold"] = body["hold"]
+        rules = body.get("rules", [])
+        if not isinstance(rules, list) or not all(isinstance(r, Mapping) for r in rules):
+            raise ValueError("rules must be a list of objects")
+        new_rules = [FaultRule.from_json(r) for r in rules]
+        for name in ("fail_tasks", "nsfw"):
+            if name in body:
+                spec = body[name]
+                if spec is not None and not isinstance(spec, Mapping):
+                    raise ValueError(f"{name} must be an object or null")
+                updates[name] = (
+                    None
+                    if spec is None
+                    else TaskSelector.from_json(spec, with_error=name == "fail_tasks")
+                )
+        for name, value in updates.items():
+            setattr(self, name, value)
+        self.rules.extend(new_rules)
+
+    def take_rule(self, endpoint: str, subject: str) -> FaultRule | None:
+        """The first live rule for this request, with one use consumed."""
+        for rule in self.rules:
+            if rule.applies_to(endpoint, subject):
+                if rule.remaining > 0:
+                    rule.remaining -= 1
+                return rule
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

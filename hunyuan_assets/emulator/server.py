@@ -1,0 +1,748 @@
+"""A local WaveSpeed v3 API: same paths, status codes and envelope as the real one.
+
+Predictions live in memory and move created -> processing -> completed/failed over `latency`
+seconds; the GLB is made in a background thread from the fetched input image. Faults (see
+`faults.py`) are injected per request before the real handler runs, so a client sees exactly
+what a flaky network or an overloaded provider would show it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+import httpx
+
+from hunyuan_assets.emulator.faults import ERROR_KINDS, FaultConfig, FaultRule
+
+log = logging.getLogger("hunyuan_assets.emulator")
+
+MAX_UPLOAD_BYTES = 200 * 2**20  # the provider's documented upload limit
+SYNC_MODE_TIMEOUT = 60.0  # assumed: how long `enable_sync_mode` holds the submit open
+_FETCH_TIMEOUT = 30.0
+_GLB_CACHE_SIZE = 32
+_STATUSES = ("created", "processing", "completed", "failed")
+
+
+def _make_glb(image_bytes: bytes, seed: int) -> bytes:
+    # Imported on first use: meshgen pulls in numpy/trimesh, and the CLI should start fast.
+    from hunyuan_assets.emulator.meshgen import image_to_glb
+
+    return image_to_glb(image_bytes, seed=seed)
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Response:
+    return _Response(status, json.dumps(payload).encode(), headers=headers or {})
+
+
+def _ok(data: Any) -> _Response:
+    return _json(200, {"code": 200, "message": "success", "data": data})
+
+
+def _error(
+    status: int, code: int, message: str, headers: dict[str, str] | None = None
+) -> _Response:
+    return _json(status, {"code": code, "message": message}, headers)
+
+
+def _storage_error(status: int, code: str, message: str) -> _Response:
+    """What an object store (S3/OSS presigned URL) answers: XML, not the API envelope."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    )
+    return _Response(status, body.encode(), "application/xml")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _safe_filename(name: str) -> str:
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name if name not in ("", ".", "..") else "upload"
+
+
+class _InputError(Exception):
+    """The input image could not be used; the message becomes the prediction's `error`."""
+
+
+@dataclass
+class _Prediction:
+    id: str
+    model: str
+    image: str
+    duration: float
+    created_at: datetime
+    submitted: float  # time.monotonic()
+    fail_error: str | None  # set when a `fail_tasks` fault selected this prediction
+    nsfw: bool
+    webhook: str | None  # recorded, not delivered (webhooks are a later capability)
+    status: str = "created"
+    error: str = ""
+    glb: bytes | None = None
+    output_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    inference_ms: int = 0
+    completed: float | None = None  # time.monotonic() when terminal; output URLs expire from here
+
+
+@dataclass
+class _Media:
+    filename: str
+    content_type: str
+    data: bytes | None = None  # None until the PUT arrives
+
+
+class _Emulator:
+    """All state, behind one condition variable (it is also the lock)."""
+
+    def __init__(self, config: Mapping[str, Any], seed: int) -> None:
+        self._initial = dict(config)
+        self.seed = seed
+        self._cond = threading.Condition()
+        self._rng = random.Random(seed)
+        self._stopping = False
+        self.config = FaultConfig()
+        self.config.merge(self._initial)
+        self._predictions: dict[str, _Prediction] = {}
+        self._media: dict[str, _Media] = {}
+        self._glb_cache: dict[bytes, bytes] = {}
+        self._counters = self._zero_counters()
+
+    @staticmethod
+    def _zero_counters() -> dict[str, Any]:
+        return {
+            "submissions": 0,
+            "result_requests": 0,
+            "uploads": 0,
+            "output_downloads": 0,
+            "faults_injected": 0,
+            "requests": {},
+        }
+
+    # -- control ---------------------------------------------------------------------------
+    def configure(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self._cond:
+            self.config.merge(body)
+            self._cond.notify_all()  # a released hold or a shorter latency takes effect now
+            return self.config.to_json()
+
+    def config_json(self) -> dict[str, Any]:
+        with self._cond:
+            return self.config.to_json()
+
+    def reset(self) -> None:
+        """Faults and counters back to the start; predictions and media are kept."""
+        with self._cond:
+            self.config = FaultConfig()
+            self.config.merge(self._initial)
+            self._counters = self._zero_counters()
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            by_status = dict.fromkeys(_STATUSES, 0)
+            for p in self._predictions.values():
+                by_status[p.status] = by_status.get(p.status, 0) + 1
+            stats = dict(self._counters, requests=dict(self._counters["requests"]))
+            stats["predictions"] = by_status
+            return stats
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def count(self, name: str) -> None:
+        with self._cond:
+            self._counters[name] += 1
+
+    def count_request(self, endpoint: str) -> None:
+        with self._cond:
+            requests = self._counters["requests"]
+            requests[endpoint] = requests.get(endpoint, 0) + 1
+
+    def take_rule(self, endpoint: str, subject: str) -> FaultRule | None:
+        with self._cond:
+            rule = self.config.take_rule(endpoint, subject)
+            if rule is not None:
+                self._counters["faults_injected"] += 1
+            return rule
+
+    # -- predictions -----------------------------------------------------------------------
+    def submit(
+        self, model: str, image: str, webhook: str | None, base: str
+    ) -> tuple[_Prediction, dict]:
+        with self._cond:
+            latency, jitter = self.config.latency, self.config.jitter
+            fail = self.config.fail_tasks
+            nsfw = self.config.nsfw
+            fail_error = None
+            if fail is not None and fail.take(image):
+                fail_error = fail.error or "Task failed: injected by the emulator (fail_tasks)"
+            prediction = _Prediction(
+                id=f"{self._rng.getrandbits(128):032x}",
+                model=model,
+                image=image,
+                duration=max(0.0, latency + self._rng.uniform(-jitter, jitter)),
+                created_at=datetime.now(UTC),
+                submitted=time.monotonic(),
+                fail_error=fail_error,
+                nsfw=fail_error is None and nsfw is not None and nsfw.take(image),
+                webhook=webhook,
+            )
+            self._predictions[prediction.id] = prediction
+            self._counters["submissions"] += 1
+            data = self._render(prediction, base)
+        threading.Thread(
+            target=self._run, args=(prediction,), name=f"task-{prediction.id[:8]}", daemon=True
+        ).start()
+        return prediction, data
+
+    def get(self, prediction_id: str) -> _Prediction | None:
+        with self._cond:
+            return self._predictions.get(prediction_id)
+
+    def render(self, prediction: _Prediction, base: str) -> dict[str, Any]:
+        with self._cond:
+            return self._render(prediction, base)
+
+    @staticmethod
+    def _render(p: _Prediction, base: str) -> dict[str, Any]:
+        outputs = (
+            [f"{base}/_emulator/outputs/{p.id}/{p.output_token}/mesh.glb"]
+            if p.status == "completed"
+            else []
+        )
+        return {
+            "id": p.id,
+            "model": p.model,
+            "outputs": outputs,
+            "urls": {"get": f"{base}/api/v3/predictions/{p.id}/result"},
+            "has_nsfw_contents": [p.nsfw] * len(outputs),
+            "status": p.status,
+            "created_at": _iso(p.created_at),
+            "error": p.error,
+            "timings": {"inference": p.inference_ms},
+        }
+
+    def wait_terminal(self, prediction: _Prediction, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._stopping or prediction.status in ("completed", "failed"), timeout
+            )
+
+    def _run(self, p: _Prediction) -> None:
+        """The prediction's life: a short `created` phase, then make the GLB, then finish at
+        the deadline (or later, while `hold` is on)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping, timeout=min(p.duration * 0.1, 0.5))
+            if self._stopping:
+                return
+            p.status = "processing"
+        started = time.monotonic()
+        glb, error = None, p.fail_error
+        if error is None:
+            try:
+                glb = self._generate(p.image)
+            except _InputError as exc:
+                error = str(exc)
+            except Exception as exc:  # a bug in mesh synthesis must not leave the task hanging
+                log.exception("mesh synthesis failed for %s", p.id)
+                error = f"internal error while generating the mesh: {type(exc).__name__}: {exc}"
+        deadline = p.submitted + p.duration
+        with self._cond:
+            while not self._stopping:
+                remaining = deadline - time.monotonic()
+                if self.config.hold:
+                    self._cond.wait()
+                elif remaining > 0:
+                    self._cond.wait(remaining)
+                else:
+                    break
+            if self._stopping:
+                return
+            now = time.monotonic()
+            p.status, p.error, p.glb = ("failed", error, None) if error else ("completed", "", glb)
+            p.inference_ms = round((now - started) * 1000)
+            p.completed = now
+            self._cond.notify_all()
+
+    def _generate(self, url: str) -> bytes:
+        image = self._fetch(url)
+        key = hashlib.sha256(image).digest()
+        with self._cond:
+            cached = self._glb_cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            glb = _make_glb(image, self.seed)
+        except ValueError as exc:
+            prefix = "input is not a decodable image"
+            message = str(exc) if str(exc).startswith(prefix) else f"{prefix}: {exc}"
+            raise _InputError(message) from exc
+        with self._cond:
+            if len(self._glb_cache) >= _GLB_CACHE_SIZE:
+                self._glb_cache.pop(next(iter(self._glb_cache)))
+            self._glb_cache[key] = glb
+        return glb
+
+    def _fetch(self, url: str) -> bytes:
+        # Our own upload URLs are read from memory, so they work behind any port mapping.
+        own = re.fullmatch(r"/_emulator/media/([^/]+)/([^/]+)", urlsplit(url).path)
+        if own is not None:
+            media = self.media(own.group(1), unquote(own.group(2)))
+            if media is not None and media.data is not None:
+                return media.data
+        try:
+            response = httpx.get(url, timeout=_FETCH_TIMEOUT, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise _InputError(f"could not fetch input image: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise _InputError(f"could not fetch input image: HTTP {response.status_code}")
+        return response.content
+
+    # -- media and outputs -----------------------------------------------------------------
+    def new_ticket(self, filename: str, content_type: str) -> str:
+        token = secrets.token_urlsafe(12)
+        with self._cond:
+            self._media[token] = _Media(filename, content_type)
+        return token
+
+    def put_media(self, token: str, filename: str, data: bytes, content_type: str | None) -> bool:
+        with self._cond:
+            media = self._media.get(token)
+            if media is None or media.filename != filename:
+                return False
+            media.data = data
+            media.content_type = content_type or media.content_type
+            self._counters["uploads"] += 1
+            return True
+
+    def media(self, token: str, filename: str) -> _Media | None:
+        with self._cond:
+            media = self._media.get(token)
+            return media if media is not None and media.filename == filename else None
+
+    def output(self, prediction_id: str, token: str) -> bytes | str:
+        """The GLB, or "missing" / "expired"."""
+        with self._cond:
+            p = self._predictions.get(prediction_id)
+            if p is None or p.output_token != token or p.glb is None or p.completed is None:
+                return "missing"
+            ttl = self.config.output_ttl  # the current setting, so a test can expire old outputs
+            if ttl is not None and time.monotonic() - p.completed > ttl:
+                return "expired"
+            self._counters["output_downloads"] += 1
+            return p.glb
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    emulator: _Emulator
+
+
+class _HTTPServerV6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+_Route = tuple[str, Callable[["_Handler", dict[str, str], bytes], _Response], dict[str, str]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    @property
+    def emulator(self) -> _Emulator:
+        return self.server.emulator
+
+    @property
+    def base(self) -> str:
+        """The origin the client used, so URLs we hand out work from where it stands."""
+        host = self.headers.get("Host", "")
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
+            host, port = self.server.server_address[:2]
+            host = f"{host}:{port}"
+        return f"http://{host}"
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        try:
+            body = self._read_body()
+        except ValueError as exc:
+            self.close_connection = True
+            self._send(_error(400, 1400, str(exc)))
+            return
+        path = urlsplit(self.path).path
+        route = self._route(path)
+        try:
+            if route is None:
+                if path.startswith("/api/v3/") and not self._authorized():
+                    self._send(_unauthorized())
+                else:
+                    self._send(_error(404, 404, f"no such endpoint: {self.command} {path}"))
+                return
+            endpoint, handler, params = route
+            rule = None
+            if endpoint != "control":
+                self.emulator.count_request(endpoint)
+                rule = self.emulator.take_rule(endpoint, self._subject(endpoint, params, body))
+            kind = rule.kind if rule is not None else None
+            if kind == "drop":
+                self._drop()
+            elif rule is not None and kind in ERROR_KINDS:
+                self._send(_fault_response(rule))
+            elif endpoint in ("submit", "result", "upload") and not self._authorized():
+                self._send(_unauthorized())
+            else:
+                response = handler(self, params, body)
+                if kind == "drop_after_accept":
+                    self._drop()
+                    return
+                if rule is not None and kind == "slow":
+                    time.sleep(rule.delay)
+                self._send(response)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:
+            log.exception("emulator error on %s %s", self.command, path)
+            self._send(_error(500, 5000, "internal error in the emulator"))
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+                if sum(map(len, chunks)) > MAX_UPLOAD_BYTES + 2**20:
+                    raise ValueError("request body exceeds the 200 MB limit")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_UPLOAD_BYTES + 2**20:
+            raise ValueError("request body exceeds the 200 MB limit")
+        return self.rfile.read(length) if length else b""
+
+    def _authorized(self) -> bool:
+        authorization = self.headers.get("Authorization", "").strip()
+        return re.fullmatch(r"Bearer\s+\S+", authorization) is not None
+
+    def _send(self, response: _Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def _drop(self) -> None:
+        """Close the socket without a single byte of response, like a dead load balancer."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _subject(self, endpoint: str, params: dict[str, str], body: bytes) -> str:
+        """What a rule's `match` is tested against: the image URL where there is one."""
+        if endpoint == "submit":
+            return str(_json_body(body).get("image", ""))
+        if endpoint == "result":
+            prediction = self.emulator.get(params["id"])
+            return f"{prediction.image if prediction else ''}\n{params['id']}"
+        if endpoint == "upload":
+            return f"{unquote(self.path)}\n{_json_body(body).get('filename', '')}"
+        return unquote(self.path)
+
+    def _route(self, path: str) -> _Route | None:
+        method = self.command
+        if path.startswith("/api/v3/"):
+            rest = path[len("/api/v3/") :].strip("/")
+            if method == "POST" and rest == "media/uploads":
+                return "upload", _Handler._upload_ticket, {}
+            if method == "POST" and rest == "media/upload/binary":
+                return "upload", _Handler._upload_binary, {}
+            if m := re.fullmatch(r"predictions/([^/]+)/result", rest):
+                return ("result", _Handler._result, {"id": m[1]}) if method == "GET" else None
+            if method == "POST" and rest and not rest.startswith(("predictions", "media/")):
+                return "submit", _Handler._submit, {"model": rest}
+            return None
+        if method == "PUT" and (m := re.fullmatch(r"/_emulator/uploads/([^/]+)/([^/]+)", path)):
+            return "upload_put", _Handler._upload_put, {"token": m[1], "filename": unquote(m[2])}
+        if method == "GET" and (m := re.fullmatch(r"/_emulator/media/([^/]+)/([^/]+)", path)):
+            return "media", _Handler._media, {"token": m[1], "filename": unquote(m[2])}
+        if method == "GET" and (
+            m := re.fullmatch(r"/_emulator/outputs/([^/]+)/([^/]+)/mesh\.glb", path)
+        ):
+            return "output", _Handler._output, {"id": m[1], "token": m[2]}
+        control = {
+            ("GET", "/_emulator/stats"): _Handler._stats,
+            ("POST", "/_emulator/reset"): _Handler._reset,
+            ("GET", "/_emulator/faults"): _Handler._get_faults,
+            ("POST", "/_emulator/faults"): _Handler._set_faults,
+        }
+        handler = control.get((method, path.rstrip("/")))
+        return ("control", handler, {}) if handler else None
+
+    # -- the API -----------------------------------------------------------------------------
+    def _submit(self, params: dict[str, str], body: bytes) -> _Response:
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, 1400, "request body must be a JSON object")
+        if not isinstance(payload, dict):
+            return _error(400, 1400, "request body must be a JSON object")
+        image = payload.get("image")
+        if image is None or image == "":
+            return _error(400, 1400, "missing required parameter: image")
+        if not isinstance(image, str) or urlsplit(image).scheme not in ("http", "https"):
+            return _error(400, 1401, "invalid parameter: image must be an http(s) URL")
+        query = parse_qs(urlsplit(self.path).query)
+        webhook = (query.get("webhook") or [payload.get("webhook_url")])[0]
+        prediction, data = self.emulator.submit(params["model"], image, webhook, self.base)
+        if payload.get("enable_sync_mode") is True:
+            # The SDK's sync mode holds the POST open until the task is terminal.
+            done = self.emulator.wait_terminal(prediction, SYNC_MODE_TIMEOUT)
+            data = self.emulator.render(prediction, self.base)
+            if not done:
+                data["error"] = f"Sync mode timed out after {SYNC_MODE_TIMEOUT:g}s"
+        return _ok(data)
+
+    def _result(self, params: dict[str, str], body: bytes) -> _Response:
+        self.emulator.count("result_requests")
+        prediction = self.emulator.get(params["id"])
+        if prediction is None:
+            return _error(404, 404, f"prediction {params['id']} not found")
+        return _ok(self.emulator.render(prediction, self.base))
+
+    def _upload_ticket(self, params: dict[str, str], body: bytes) -> _Response:
+        payload = _json_body(body)
+        filename, size = payload.get("filename"), payload.get("size")
+        if not isinstance(filename, str) or not filename.strip():
+            return _error(400, 1400, "missing required parameter: filename")
+        if size is not None and (not isinstance(size, int) or size < 0):
+            return _error(400, 1401, "invalid parameter: size must be a non-negative integer")
+        if isinstance(size, int) and size > MAX_UPLOAD_BYTES:
+            return _error(400, 1401, "invalid parameter: the file exceeds the 200 MB upload limit")
+        name = _safe_filename(filename)
+        content_type = payload.get("content_type") or (
+            mimetypes.guess_type(name)[0] or "application/octet-stream"
+        )
+        token = self.emulator.new_ticket(name, str(content_type))
+        quoted = quote(name, safe="")
+        return _ok(
+            {
+                "upload": {
+                    "method": "PUT",
+                    "url": f"{self.base}/_emulator/uploads/{token}/{quoted}",
+                    "headers": {"Content-Type": str(content_type)},
+                },
+                "download_url": f"{self.base}/_emulator/media/{token}/{quoted}",
+            }
+        )
+
+    def _upload_put(self, params: dict[str, str], body: bytes) -> _Response:
+        # A presigned URL: no Authorization header, the token in the path is the credential.
+        stored = self.emulator.put_media(
+            params["token"], params["filename"], body, self.headers.get("Content-Type")
+        )
+        if not stored:
+            return _storage_error(403, "AccessDenied", "No upload ticket for this URL")
+        etag = f'"{hashlib.md5(body).hexdigest()}"'  # noqa: S324 (an ETag, as S3 computes it)
+        return _Response(200, headers={"ETag": etag})
+
+    def _upload_binary(self, params: dict[str, str], body: bytes) -> _Response:
+        """The legacy multipart upload (older SDKs): one form field named `file`."""
+        ctype = self.headers.get("Content-Type", "")
+        boundary = re.search(r'boundary="?([^";]+)"?', ctype)
+        if not ctype.startswith("multipart/form-data") or boundary is None:
+            return _error(400, 1400, "expected a multipart/form-data body with a `file` field")
+        for part in body.split(b"--" + boundary[1].encode())[1:-1]:
+            # Exactly one CRLF of framing on each side: the data may itself end in CRLF.
+            part = part.removeprefix(b"\r\n").removesuffix(b"\r\n")
+            head, _, data = part.partition(b"\r\n\r\n")
+            head = head.decode("utf-8", "replace")
+            if not re.search(r'name="file"', head):
+                continue
+            filename = re.search(r'filename="([^"]*)"', head)
+            part_type = re.search(r"(?im)^content-type:\s*(\S+)", head)
+            name = _safe_filename(filename[1] if filename else "upload")
+            content_type = part_type[1] if part_type else mimetypes.guess_type(name)[0]
+            token = self.emulator.new_ticket(name, content_type or "application/octet-stream")
+            self.emulator.put_media(token, name, data, None)
+            return _ok(
+                {
+                    "type": (content_type or "application/octet-stream").split("/")[0],
+                    "download_url": f"{self.base}/_emulator/media/{token}/{quote(name, safe='')}",
+                    "filename": name,
+                    "size": len(data),
+                }
+            )
+        return _error(400, 1400, "missing required form field: file")
+
+    def _media(self, params: dict[str, str], body: bytes) -> _Response:
+        media = self.emulator.media(params["token"], params["filename"])
+        if media is None or media.data is None:
+            return _storage_error(404, "NoSuchKey", "The specified key does not exist.")
+        return _Response(200, media.data, media.content_type)
+
+    def _output(self, params: dict[str, str], body: bytes) -> _Response:
+        glb = self.emulator.output(params["id"], params["token"])
+        if glb == "expired":
+            return _storage_error(403, "AccessDenied", "Request has expired")
+        if isinstance(glb, str):
+            return _storage_error(404, "NoSuchKey", "The specified key does not exist.")
+        return _Response(200, glb, "model/gltf-binary")
+
+    # -- control -----------------------------------------------------------------------------
+    def _stats(self, params: dict[str, str], body: bytes) -> _Response:
+        return _json(200, self.emulator.stats())
+
+    def _reset(self, params: dict[str, str], body: bytes) -> _Response:
+        self.emulator.reset()
+        return _json(200, {"ok": True})
+
+    def _get_faults(self, params: dict[str, str], body: bytes) -> _Response:
+        return _json(200, self.emulator.config_json())
+
+    def _set_faults(self, params: dict[str, str], body: bytes) -> _Response:
+        try:
+            return _json(200, self.emulator.configure(json.loads(body or b"{}")))
+        except ValueError as exc:
+            return _error(400, 400, f"invalid faults: {exc}")
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _unauthorized() -> _Response:
+    return _error(401, 401, "Unauthorized: missing or invalid Authorization: Bearer <API key>")
+
+
+def _fault_response(rule: FaultRule) -> _Response:
+    status = int(rule.kind)
+    if status == 429:
+        headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
+        return _error(429, 429, "Too many requests: rate limit exceeded", headers)
+    return _error(status, status, f"{HTTPStatus(status).phrase} (injected by the emulator)")
+
+
+class EmulatorServer:
+    """The emulator on a daemon thread, for tests and benchmarks.
+
+    >>> with EmulatorServer(latency=0.2) as emulator:
+    ...     emulator.configure(rules=[{"endpoint": "submit", "kind": "429"}])
+    ...     # point a client at emulator.base_url
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latency: float = 2.0,
+        jitter: float = 0.0,
+        output_ttl: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self._address = (host, port)
+        config = {"latency": latency, "jitter": jitter, "output_ttl": output_ttl}
+        self._emulator = _Emulator(config, seed)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        if self._httpd is None:
+            server_class = _HTTPServerV6 if ":" in self._address[0] else _HTTPServer
+            httpd = server_class(self._address, _Handler)
+            httpd.emulator = self._emulator
+            self._thread = threading.Thread(
+                target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+            )
+            self._httpd = httpd
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._emulator.stop()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd, self._thread = None, None
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the emulator is not running: call start() first")
+        host, port = self._httpd.server_address[:2]
+        if host in ("0.0.0.0", "::", ""):  # listening everywhere: loopback reaches it
+            host = "127.0.0.1"
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+    def stats(self) -> dict[str, Any]:
+        return self._emulator.stats()
+
+    def configure(self, **faults: Any) -> None:
+        """Same body as `POST /_emulator/faults`; raises ValueError on a bad setting."""
+        self._emulator.configure(faults)
+
+    def reset(self) -> None:
+        self._emulator.reset()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,368 @@
+"""Registered images in, stored meshes out: dedupe, crash-safe resume, NSFW policy.
+
+No Dagster here: the `meshes` asset turns each `MeshOutcome` into Dagster events and log rows.
+Every prediction id is recorded in the store before it is waited on (see `records.py`), so a
+killed run, a step retry or a second run of the same picture never pays twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from hunyuan_assets.client import (
+    AsyncHunyuan3DClient,
+    OutputDownloadError,
+    Prediction,
+    PredictionFailedError,
+    PredictionNotFoundError,
+    SubmissionUncertainError,
+    WaveSpeedError,
+)
+from hunyuan_assets.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.records import PredictionRecord, PredictionRecords, now_iso, record_key
+from hunyuan_assets.store import MeshStore, mesh_key, preview_key
+
+NsfwPolicy = Literal["keep", "quarantine", "fail"]
+OutcomeStatus = Literal["completed", "reused", "failed"]
+logger = logging.getLogger("hunyuan_assets.mesh_generation")
+
+
+@dataclass(frozen=True)
+class MeshRequest:
+    """One partition to turn into a mesh: the registered image and where the API can fetch it."""
+
+    partition_key: str
+    image_uri: str
+    image_sha256: str
+    image_url: str
+
+
+@dataclass(frozen=True)
+class GenerationPolicy:
+    model: str
+    nsfw_policy: NsfwPolicy = "quarantine"
+    reuse_identical_images: bool = True
+    preview_size: int = 256
+    run_id: str = ""
+    # How long to wait for another run that claimed the same picture to get its prediction id.
+    claim_wait_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class MeshOutcome:
+    request: MeshRequest
+    status: OutcomeStatus
+    prediction: Prediction | None = None
+    mesh_uri: str | None = None
+    preview_uri: str | None = None
+    preview_png: bytes | None = None
+    info: MeshInfo | None = None
+    nsfw: bool = False
+    quarantined: bool = False
+    reused_from: str | None = None
+    resumed: bool = False
+    attempt: int = 0
+    error: str | None = None
+    error_type: str | None = None
+    transient: bool = False
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+class MeshGenerator:
+    """Runs many requests with at most `max_concurrency` predictions in flight."""
+
+    def __init__(
+        self,
+        client: AsyncHunyuan3DClient,
+        store: MeshStore,
+        policy: GenerationPolicy,
+        max_concurrency: int,
+    ):
+        self.client = client
+        self.store = store
+        self.records = PredictionRecords(store)
+        self.policy = policy
+        self._slots = asyncio.Semaphore(max_concurrency)
+
+    async def run(self, requests: Sequence[MeshRequest]) -> AsyncIterator[MeshOutcome]:
+        """Yield outcomes as they finish. Identical pictures in one batch share one prediction."""
+        primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
+        tasks: list[asyncio.Task[MeshOutcome]] = []
+        for request in requests:
+            share = self.policy.reuse_identical_images
+            primary = primaries.get(request.image_sha256) if share else None
+            if primary is None:
+                task = asyncio.create_task(self._generate(request))
+                primaries[request.image_sha256] = task
+            else:
+                task = asyncio.create_task(_follow(primary, request))
+            tasks.append(task)
+        for finished in asyncio.as_completed(tasks):
+            yield await finished
+
+    def _record_key(self, request: MeshRequest) -> str:
+        scoped = None if self.policy.reuse_identical_images else request.partition_key
+        return record_key(request.image_sha256, self.policy.model, scoped)
+
+    async def _generate(self, request: MeshRequest) -> MeshOutcome:
+        key = self._record_key(request)
+        try:
+            async with self._slots:
+                return await self._generate_once(request, key)
+        except WaveSpeedError as exc:
+            return _failure(request, exc, transient=exc.transient)
+        except MeshError as exc:
+            return _failure(request, exc, transient=False)
+
+    async def _generate_once(self, request: MeshRequest, key: str) -> MeshOutcome:
+        record = await asyncio.to_thread(self.records.get, key)
+        if record and record.state == "completed" and record.mesh_key:
+            if await asyncio.to_thread(self.store.exists, record.mesh_key):
+                return self._reused(request, record)
+        record = await self._claim_or_resume(request, key, record)
+        resumed = record.state == "pending"
+        if record.state != "pending":
+            record = await self._submit(request, key, record)
+        try:
+            prediction = await self.client.wait(record.prediction_id)
+        except PredictionNotFoundError:
+            if not resumed:
+                raise
+            # The recorded prediction is gone (expired or unknown): pay for exactly one new one.
+            logger.warning("prediction %s is unknown to the API; submitting anew", record.prediction_id)
+            record = await self._submit(request, key, record)
+            resumed = False
+            prediction = await self.client.wait(record.prediction_id)
+        except PredictionFailedError as exc:
+            failed = record.evolve(state="failed", error=str(exc))
+            await asyncio.to_thread(self.records.put, key, failed)
+            raise
+        return await self._store_output(request, key, record, prediction, resumed)
+
+    async def _claim_or_resume(
+        self, request: MeshRequest, key: str, record: PredictionRecord | None
+    ) -> PredictionRecord:
+        """Return a `pending` record to resume, or a `submitting` claim that is ours to submit."""
+        deadline = time.monotonic() + self.policy.claim_wait_seconds
+        delay = 0.2
+        while True:
+            if record is None:
+                claim = self._new_record(request, attempts=0)
+                if await asyncio.to_thread(self.records.claim, key, claim):
+                    return claim
+                record = await asyncio.to_thread(self.records.get, key)
+                continue
+            if record.state == "pending" and record.prediction_id:
+                return record
+            if record.state == "submitting" and record.run_id != self.policy.run_id:
+                # Another run is submitting this picture right now: wait for its prediction id.
+                if time.monotonic() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    record = await asyncio.to_thread(self.records.get, key)
+                    continue
+                logger.warning("claim on %s by run %s went stale; taking over", key, record.run_id)
+            # failed, stale, ours, or completed-but-missing: one new submission.
+            claim = record.evolve(
+                state="submitting", run_id=self.policy.run_id, partition_key=request.partition_key
+            )
+            await asyncio.to_thread(self.records.put, key, claim)
+            return claim
+
+    def _new_record(self, request: MeshRequest, attempts: int) -> PredictionRecord:
+        return PredictionRecord(
+            state="submitting",
+            image_sha256=request.image_sha256,
+            model=self.policy.model,
+            partition_key=request.partition_key,
+            run_id=self.policy.run_id,
+            updated_at=now_iso(),
+            attempts=attempts,
+        )
+
+    async def _submit(
+        self, request: MeshRequest, key: str, claim: PredictionRecord
+    ) -> PredictionRecord:
+        try:
+            prediction = await self.client.submit(request.image_url, model=self.policy.model)
+        except SubmissionUncertainError:
+            # Keep the claim: another attempt will wait for it to go stale rather than pay twice.
+            raise
+        except WaveSpeedError as exc:
+            failed = claim.evolve(state="failed", error=str(exc), attempts=claim.attempts + 1)
+            await asyncio.to_thread(self.records.put, key, failed)
+            raise
+        pending = claim.evolve(
+            state="pending",
+            prediction_id=prediction.id,
+            submitted_at=now_iso(),
+            attempts=claim.attempts + 1,
+            error=None,
+        )
+        await asyncio.to_thread(self.records.put, key, pending)
+        return pending
+
+    async def _store_output(
+        self,
+        request: MeshRequest,
+        key: str,
+        record: PredictionRecord,
+        prediction: Prediction,
+        resumed: bool,
+    ) -> MeshOutcome:
+        if not prediction.outputs:
+            raise MeshError(f"prediction {prediction.id} completed without outputs")
+        nsfw = prediction.nsfw
+        quarantined = nsfw and self.policy.nsfw_policy != "keep"
+        glb_key = mesh_key(request.image_sha256, self.policy.model, quarantined=quarantined)
+        png_key = preview_key(request.image_sha256, self.policy.model, quarantined=quarantined)
+        with tempfile.TemporaryDirectory(prefix="hunyuan-mesh-") as tmp:
+            local = Path(tmp) / "mesh.glb"
+            try:
+                await self.client.download(prediction.outputs[0], local)
+            except OutputDownloadError:
+                failed = record.evolve(state="failed", error="output could not be downloaded")
+                await asyncio.to_thread(self.records.put, key, failed)
+                raise
+            info = await asyncio.to_thread(inspect_glb, local)
+            png = await asyncio.to_thread(render_preview, local, size=self.policy.preview_size)
+            mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
+        preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
+        done = record.evolve(
+            state="completed",
+            mesh_key=glb_key,
+            preview_key=png_key,
+            nsfw=nsfw,
+            quarantined=quarantined,
+            details=_prediction_details(prediction, info),
+        )
+        await asyncio.to_thread(self.records.put, key, done)
+        outcome = MeshOutcome(
+            request=request,
+            status="completed",
+            prediction=prediction,
+            mesh_uri=mesh_uri,
+            preview_uri=preview_uri,
+            preview_png=png,
+            info=info,
+            nsfw=nsfw,
+            quarantined=quarantined,
+            resumed=resumed,
+            attempt=done.attempts,
+        )
+        if nsfw and self.policy.nsfw_policy == "fail":
+            return _nsfw_rejected(outcome)
+        return outcome
+
+    def _reused(self, request: MeshRequest, record: PredictionRecord) -> MeshOutcome:
+        """A mesh for this exact picture is already stored: no API call, nothing paid."""
+        png = self.store.get_bytes(record.preview_key) if record.preview_key else None
+        outcome = MeshOutcome(
+            request=request,
+            status="reused",
+            mesh_uri=self.store.uri_for(record.mesh_key or ""),
+            preview_uri=self.store.uri_for(record.preview_key) if record.preview_key else None,
+            preview_png=png,
+            nsfw=record.nsfw,
+            quarantined=record.quarantined,
+            reused_from=record.partition_key,
+            attempt=record.attempts,
+            details={**record.details, "prediction_id": record.prediction_id},
+        )
+        if record.nsfw and self.policy.nsfw_policy == "fail":
+            return _nsfw_rejected(outcome)
+        return outcome
+
+
+async def _follow(primary: asyncio.Task[MeshOutcome], request: MeshRequest) -> MeshOutcome:
+    """A second partition with the same picture shares the first one's prediction and mesh."""
+    first = await primary
+    if not first.ok and first.error_type != "NsfwRejected":
+        return MeshOutcome(
+            request=request,
+            status="failed",
+            reused_from=first.request.partition_key,
+            error=f"shares its picture with {first.request.partition_key}, which failed: {first.error}",
+            error_type=first.error_type,
+            transient=first.transient,
+        )
+    details = dict(first.details)
+    if first.prediction is not None:
+        details.update(_prediction_details(first.prediction, first.info))
+    return MeshOutcome(
+        request=request,
+        status="reused" if first.ok else "failed",
+        mesh_uri=first.mesh_uri,
+        preview_uri=first.preview_uri,
+        preview_png=first.preview_png,
+        info=first.info,
+        nsfw=first.nsfw,
+        quarantined=first.quarantined,
+        reused_from=first.request.partition_key,
+        attempt=first.attempt,
+        error=first.error,
+        error_type=first.error_type,
+        details=details,
+    )
+
+
+def _nsfw_rejected(outcome: MeshOutcome) -> MeshOutcome:
+    return MeshOutcome(
+        **{
+            **outcome.__dict__,
+            "status": "failed",
+            "error": "output flagged NSFW by the provider; rejected by nsfw_policy='fail' "
+            "(the mesh is kept under quarantine/ for review)",
+            "error_type": "NsfwRejected",
+            "transient": False,
+        }
+    )
+
+
+def _failure(request: MeshRequest, exc: Exception, *, transient: bool) -> MeshOutcome:
+    prediction = getattr(exc, "prediction", None)
+    return MeshOutcome(
+        request=request,
+        status="failed",
+        prediction=prediction if isinstance(prediction, Prediction) else None,
+        error=str(exc),
+        error_type=type(exc).__name__,
+        transient=transient,
+        details={"prediction_id": getattr(exc, "prediction_id", None)},
+    )
+
+
+def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
+    details: dict = {
+        "prediction_id": prediction.id,
+        "model": prediction.model,
+        "inference_ms": prediction.inference_ms,
+        "wall_ms": prediction.wall_ms,
+        "polls": prediction.polls,
+        "has_nsfw_contents": list(prediction.has_nsfw_contents),
+        "output_url": prediction.outputs[0] if prediction.outputs else None,
+        "created_at": prediction.created_at,
+    }
+    if info is not None:
+        details.update(
+            vertices=info.vertices,
+            faces=info.faces,
+            file_bytes=info.file_bytes,
+            watertight=info.watertight,
+            has_pbr_material=info.has_pbr_material,
+            has_base_color_texture=info.has_base_color_texture,
+            materials=info.materials,
+            textures=info.textures,
+        )
+    return details

@@ -1,0 +1,421 @@
+"""The emulator over real HTTP on loopback: protocol, state machine, faults, CLI, official SDK."""
+
+from __future__ import annotations
+
+import io
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image, ImageDraw
+
+from hunyuan_assets.emulator import EmulatorServer
+
+MODEL = "wavespeed-ai/hunyuan3d/v2.1"
+KEY = "ws-test-key-0123456789abcdef"
+
+
+def png_bytes(color: tuple[int, int, int] = (200, 40, 40), size: int = 64) -> bytes:
+    image = Image.new("RGB", (size, size), "white")
+    ImageDraw.Draw(image).ellipse((size // 5, size // 5, size * 4 // 5, size * 4 // 5), fill=color)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll until `condition()` is truthy; its value is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def api(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=10) as client:
+        yield client
+
+
+def upload(api: httpx.Client, data: bytes, filename: str = "cat.png") -> str:
+    ticket = api.post("/api/v3/media/uploads", json={"filename": filename, "size": len(data)})
+    assert ticket.status_code == 200, ticket.text
+    instruction = ticket.json()["data"]["upload"]
+    put = httpx.put(instruction["url"], content=data, headers=instruction["headers"])
+    assert put.status_code == 200, put.text
+    return ticket.json()["data"]["download_url"]
+
+
+def submit(api: httpx.Client, image_url: str) -> dict:
+    response = api.post(f"/api/v3/{MODEL}", json={"image": image_url})
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def result(api: httpx.Client, prediction_id: str) -> dict:
+    response = api.get(f"/api/v3/predictions/{prediction_id}/result")
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+def wait_status(api: httpx.Client, prediction_id: str, *statuses: str) -> dict:
+    return wait_for(
+        lambda: (data := result(api, prediction_id))["status"] in statuses and data,
+        what=f"status in {statuses}",
+    )
+
+
+# -- protocol and state machine -----------------------------------------------------------------
+def test_prediction_moves_created_processing_completed(emulator, api):
+    emulator.configure(hold=True)
+    image_url = upload(api, png_bytes(), "red ball.png")
+    response = api.post(f"/api/v3/{MODEL}", json={"image": image_url})
+    envelope = response.json()
+    assert response.status_code == 200
+    assert (envelope["code"], envelope["message"]) == (200, "success")
+    created = envelope["data"]
+    assert created["status"] == "created"
+    assert created["model"] == MODEL
+    assert created["outputs"] == [] and created["has_nsfw_contents"] == []
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created["created_at"])
+    assert (
+        created["urls"]["get"] == f"{emulator.base_url}/api/v3/predictions/{created['id']}/result"
+    )
+
+    processing = wait_status(api, created["id"], "processing")
+    assert processing["outputs"] == []
+    emulator.configure(hold=False)
+    done = wait_status(api, created["id"], "completed", "failed")
+
+    assert done["status"] == "completed", done["error"]
+    assert done["error"] == ""
+    assert len(done["outputs"]) == 1 and done["has_nsfw_contents"] == [False]
+    assert isinstance(done["timings"]["inference"], int) and done["timings"]["inference"] > 0
+    glb = httpx.get(done["outputs"][0])
+    assert glb.status_code == 200
+    assert glb.headers["content-type"] == "model/gltf-binary"
+    assert glb.content[:4] == b"glTF"
+
+
+def test_hold_keeps_predictions_processing_past_the_latency(emulator, api):
+    emulator.configure(latency=0, hold=True)
+    prediction = submit(api, upload(api, png_bytes()))
+    wait_status(api, prediction["id"], "processing")
+    for _ in range(5):  # latency 0 has long passed; only the hold keeps it back
+        assert result(api, prediction["id"])["status"] == "processing"
+    emulator.configure(hold=False)
+    assert wait_status(api, prediction["id"], "completed")["outputs"]
+
+
+def test_input_fetched_over_http_from_another_server(api, tmp_path):
+    (tmp_path / "chair.png").write_bytes(png_bytes((30, 90, 200)))
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as images:
+        threading.Thread(target=images.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{images.server_address[1]}"
+            ok = submit(api, f"{base}/chair.png")
+            missing = submit(api, f"{base}/nope.png")
+            assert wait_status(api, ok["id"], "completed", "failed")["status"] == "completed"
+            failed = wait_status(api, missing["id"], "completed", "failed")
+        finally:
+            images.shutdown()
+    assert failed["status"] == "failed"
+    assert failed["error"] == "could not fetch input image: HTTP 404"
+    assert failed["outputs"] == []
+
+
+def test_url_that_is_not_an_image_fails_with_a_clear_error(api):
+    text_url = upload(api, b"just some notes", "notes.txt")
+    prediction = submit(api, text_url)
+    failed = wait_status(api, prediction["id"], "completed", "failed")
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("input is not a decodable image")
+    unreachable = submit(api, "http://127.0.0.1:9/cat.png")  # discard port: refused
+    failed = wait_status(api, unreachable["id"], "completed", "failed")
+    assert failed["error"].startswith("could not fetch input image: ConnectError")
+
+
+def test_auth_is_required_on_the_api_but_not_on_presigned_urls(emulator, api):
+    base = emulator.base_url
+    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": f"Basic {KEY}"}):
+        submitted = httpx.post(f"{base}/api/v3/{MODEL}", json={"image": "x"}, headers=headers)
+        assert submitted.status_code == 401
+        assert submitted.json()["code"] == 401 and submitted.json()["message"]
+    assert httpx.get(f"{base}/api/v3/predictions/abc/result").status_code == 401
+    assert httpx.post(f"{base}/api/v3/media/uploads", json={}).status_code == 401
+    assert httpx.get(f"{base}/api/v3/no/such/thing").status_code == 401
+    assert emulator.stats()["submissions"] == 0
+    media_url = upload(api, png_bytes())  # the PUT inside carries no Authorization header
+    assert httpx.get(media_url).status_code == 200
+
+
+def test_bad_requests_get_the_api_error_envelope(api):
+    cases = [
+        (api.post(f"/api/v3/{MODEL}", json={}), 400, 1400),
+        (api.post(f"/api/v3/{MODEL}", json={"image": 42}), 400, 1401),
+        (api.post(f"/api/v3/{MODEL}", json={"image": "file:///etc/passwd"}), 400, 1401),
+        (api.post(f"/api/v3/{MODEL}", content=b"not json"), 400, 1400),
+        (api.get("/api/v3/predictions/0123abcd/result"), 404, 404),
+        (api.post("/api/v3/media/uploads", json={"size": 3}), 400, 1400),
+        (
+            api.post("/api/v3/media/uploads", json={"filename": "a.png", "size": 300 * 2**20}),
+            400,
+            1401,
+        ),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status, response.text
+        assert response.json()["code"] == code and response.json()["message"]
+
+
+def test_upload_ticket_put_and_download(emulator, api):
+    data = png_bytes()
+    ticket = api.post(
+        "/api/v3/media/uploads",
+        json={"filename": "my cat.png", "size": len(data), "content_type": "image/png"},
+    ).json()["data"]
+    assert ticket["upload"]["method"] == "PUT"
+    assert ticket["upload"]["headers"] == {"Content-Type": "image/png"}
+    assert "my%20cat.png" in ticket["download_url"]
+    assert httpx.get(ticket["download_url"]).status_code == 404  # nothing PUT yet
+
+    put = httpx.put(ticket["upload"]["url"], content=data, headers=ticket["upload"]["headers"])
+    assert put.status_code == 200 and put.headers["etag"]
+    media = httpx.get(ticket["download_url"])
+    assert (media.status_code, media.content) == (200, data)
+    assert media.headers["content-type"] == "image/png"
+
+    forged = ticket["upload"]["url"].replace("my%20cat.png", "other.png")
+    assert httpx.put(forged, content=b"x").status_code == 403
+    assert emulator.stats()["uploads"] == 1
+
+
+def test_legacy_multipart_upload(api):
+    data = png_bytes() + b"\r\n--tricky\r\n\r\n"  # binary that looks like multipart framing
+    response = api.post(
+        "/api/v3/media/upload/binary", files={"file": ("legacy.png", data, "image/png")}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["code"] == 200 and body["data"]["size"] == len(data)
+    assert httpx.get(body["data"]["download_url"]).content == data
+
+
+def test_concurrent_submissions_are_all_tracked(emulator, api):
+    image_url = upload(api, png_bytes())
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: submit(api, image_url)["id"], range(16)))
+    assert len(set(ids)) == 16
+    wait_for(lambda: emulator.stats()["predictions"]["completed"] == 16, what="16 completed")
+    assert emulator.stats()["submissions"] == 16
+
+
+# -- faults -------------------------------------------------------------------------------------
+def test_rate_limit_with_retry_after(emulator, api):
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "429", "retry_after": 2}])
+    limited = api.post(f"/api/v3/{MODEL}", json={"image": "http://x/cat.png"})
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "2"
+    assert limited.json()["code"] == 429
+    assert api.post(f"/api/v3/{MODEL}", json={"image": "http://x/cat.png"}).status_code == 200
+    stats = emulator.stats()
+    assert (stats["faults_injected"], stats["submissions"]) == (1, 1)
+
+
+def test_server_errors_then_recovery(emulator, api):
+    prediction = submit(api, upload(api, png_bytes()))
+    emulator.configure(rules=[{"endpoint": "result", "kind": "503", "count": 2}])
+    statuses = [api.get(f"/api/v3/predictions/{prediction['id']}/result") for _ in range(3)]
+    assert [r.status_code for r in statuses] == [503, 503, 200]
+    assert statuses[0].json()["code"] == 503
+    emulator.configure(rules=[{"endpoint": "upload_put", "kind": "500"}])
+    ticket = api.post("/api/v3/media/uploads", json={"filename": "a.png"}).json()["data"]
+    assert httpx.put(ticket["upload"]["url"], content=b"x").status_code == 500
+
+
+def test_drop_closes_the_connection_and_creates_nothing(emulator, api):
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop"}])
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post(f"/api/v3/{MODEL}", json={"image": "http://x/cat.png"})
+    stats = emulator.stats()
+    assert stats["submissions"] == 0 and sum(stats["predictions"].values()) == 0
+    assert stats["faults_injected"] == 1
+
+
+def test_drop_after_accept_creates_the_prediction_but_never_answers(emulator, api):
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop_after_accept"}])
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post(f"/api/v3/{MODEL}", json={"image": upload(api, png_bytes())})
+    assert emulator.stats()["submissions"] == 1
+    wait_for(lambda: emulator.stats()["predictions"]["completed"] == 1, what="orphan completes")
+
+
+def test_slow_responses(emulator, api):
+    emulator.configure(rules=[{"endpoint": "any", "kind": "slow", "delay": 0.4}])
+    started = time.monotonic()
+    response = api.get("/api/v3/predictions/unknown/result")
+    assert response.status_code == 404
+    assert time.monotonic() - started >= 0.4
+    started = time.monotonic()
+    api.get("/api/v3/predictions/unknown/result")
+    assert time.monotonic() - started < 0.4  # count 1 by default: the rule is spent
+
+
+def test_rules_select_inputs_by_url_substring(emulator, api):
+    good, bad = upload(api, png_bytes(), "good.png"), upload(api, png_bytes(), "bad.png")
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "502", "count": -1, "match": "bad"}])
+    assert api.post(f"/api/v3/{MODEL}", json={"image": bad}).status_code == 502
+    assert api.post(f"/api/v3/{MODEL}", json={"image": bad}).status_code == 502
+    assert api.post(f"/api/v3/{MODEL}", json={"image": good}).status_code == 200
+
+
+def test_fail_tasks_and_nsfw(emulator, api):
+    emulator.configure(fail_tasks={"match": "broken", "error": "GPU fell over"}, nsfw={"count": 1})
+    broken = submit(api, upload(api, png_bytes(), "broken.png"))
+    flagged = submit(api, upload(api, png_bytes(), "first.png"))
+    clean = submit(api, upload(api, png_bytes(), "second.png"))
+    failed = wait_status(api, broken["id"], "completed", "failed")
+    assert (failed["status"], failed["error"]) == ("failed", "GPU fell over")
+    assert wait_status(api, flagged["id"], "completed")["has_nsfw_contents"] == [True]
+    assert wait_status(api, clean["id"], "completed")["has_nsfw_contents"] == [False]
+
+
+def test_output_and_media_faults(emulator, api):
+    media_url = upload(api, png_bytes())
+    done = wait_status(api, submit(api, media_url)["id"], "completed")
+    emulator.configure(
+        rules=[{"endpoint": "output", "kind": "504"}, {"endpoint": "media", "kind": "drop"}]
+    )
+    assert httpx.get(done["outputs"][0]).status_code == 504
+    assert httpx.get(done["outputs"][0]).status_code == 200
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(media_url)
+
+
+def test_invalid_fault_settings_are_rejected_without_changes(emulator):
+    before = httpx.get(f"{emulator.base_url}/_emulator/faults").json()
+    bad = [
+        {"rules": [{"endpoint": "submit", "kind": "418"}]},
+        {"latency": -1},
+        {"hold": "yes"},
+        {"latency": 5, "surprise": 1},
+    ]
+    for body in bad:
+        response = httpx.post(f"{emulator.base_url}/_emulator/faults", json=body)
+        assert response.status_code == 400 and response.json()["message"]
+    assert httpx.get(f"{emulator.base_url}/_emulator/faults").json() == before
+    with pytest.raises(ValueError):
+        emulator.configure(rules=[{"endpoint": "nowhere", "kind": "500"}])
+
+
+def test_outputs_expire(emulator, api):
+    done = wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+    assert httpx.get(done["outputs"][0]).status_code == 200
+    emulator.configure(output_ttl=0)  # the current TTL applies to old outputs too
+    expired = httpx.get(done["outputs"][0])
+    assert expired.status_code == 403
+    assert b"Request has expired" in expired.content
+    assert httpx.get(done["outputs"][0].replace("/mesh.glb", "x/mesh.glb")).status_code == 404
+
+
+def test_output_ttl_from_the_constructor():
+    with EmulatorServer(latency=0, output_ttl=0.3) as emulator:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=emulator.base_url, headers=headers) as api:
+            done = wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+            wait_for(lambda: httpx.get(done["outputs"][0]).status_code == 403, what="expiry")
+
+
+# -- control --------------------------------------------------------------------------------------
+def test_stats_counters_and_reset(emulator, api):
+    prediction = submit(api, upload(api, png_bytes()))
+    done = wait_status(api, prediction["id"], "completed")
+    httpx.get(done["outputs"][0])
+    emulator.configure(rules=[{"endpoint": "result", "kind": "500", "count": -1}], hold=True)
+    api.get(f"/api/v3/predictions/{prediction['id']}/result")
+
+    stats = httpx.get(f"{emulator.base_url}/_emulator/stats").json()
+    assert stats == emulator.stats()
+    assert stats["submissions"] == 1 and stats["uploads"] == 1
+    assert stats["output_downloads"] == 1 and stats["faults_injected"] == 1
+    assert stats["result_requests"] >= 2  # every poll plus the faulted one
+    assert stats["predictions"] == {"created": 0, "processing": 0, "completed": 1, "failed": 0}
+    assert stats["requests"]["submit"] == 1
+
+    assert httpx.post(f"{emulator.base_url}/_emulator/reset").status_code == 200
+    stats = emulator.stats()
+    assert stats["submissions"] == stats["faults_injected"] == stats["result_requests"] == 0
+    assert stats["predictions"]["completed"] == 1  # predictions survive a reset
+    assert result(api, prediction["id"])["status"] == "completed"  # the 500 rule is gone
+    assert httpx.get(f"{emulator.base_url}/_emulator/faults").json()["hold"] is False
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_prints_the_base_url_and_stops_on_signal(signum):
+    command = [sys.executable, "-m", "hunyuan_assets.emulator", "--host", "127.0.0.1"]
+    command += ["--port", "0", "--latency", "0.1", "--jitter", "0", "--seed", "7"]
+    command += ["--output-ttl", "60"]
+    cwd = Path(__file__).resolve().parents[1]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd) as process:
+        try:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            match = re.fullmatch(r"WAVESPEED_BASE_URL=(http://127\.0\.0\.1:\d+)\n", line)
+            assert match, line
+            base = match[1]
+            assert httpx.get(f"{base}/_emulator/stats").json()["submissions"] == 0
+            assert httpx.post(f"{base}/api/v3/{MODEL}", json={"image": "x"}).status_code == 401
+            process.send_signal(signum)
+            assert process.wait(timeout=10) == 0
+            assert process.stdout.read() == ""  # type: ignore[union-attr]
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+# -- the official SDK, unchanged ------------------------------------------------------------------
+def test_official_sdk_uploads_runs_and_gets_outputs(emulator, tmp_path, capsys):
+    import wavespeed
+
+    image = tmp_path / "teapot.png"
+    image.write_bytes(png_bytes((20, 160, 60)))
+    client = wavespeed.Client(
+        api_key=KEY, base_url=emulator.base_url, max_connection_retries=3, retry_interval=0.05
+    )
+    image_url = client.upload(str(image))
+    assert "teapot.png" in image_url
+
+    emulator.configure(rules=[{"endpoint": "result", "kind": "503"}])  # the SDK retries polls
+    output = client.run(MODEL, {"image": image_url}, timeout=30, poll_interval=0.05)
+    assert len(output["outputs"]) == 1
+    assert httpx.get(output["outputs"][0]).content[:4] == b"glTF"
+    assert "Server error (HTTP 503)" in capsys.readouterr().out  # the SDK prints its retries
+
+    synced = client.run(MODEL, {"image": image_url}, enable_sync_mode=True, timeout=30)
+    assert len(synced["outputs"]) == 1
+
+    emulator.configure(fail_tasks={"count": 1, "error": "out of GPUs"})
+    with pytest.raises(RuntimeError, match="out of GPUs"):
+        client.run(MODEL, {"image": image_url}, timeout=30, poll_interval=0.05)
+    outcome = client.run_no_throw(
+        MODEL, {"image": "http://127.0.0.1:9/x.png"}, timeout=30, poll_interval=0.05
+    )
+    assert outcome["status"] == "failed" and "could not fetch input image" in outcome["error"]
+    assert client.get_result(outcome["task_id"])["data"]["status"] == "failed"
