@@ -9,11 +9,12 @@ Layers, lowest first:
 """
 
 from hunyuan_assets.assets import (
+    MESHES,
+    SOURCE_IMAGES,
     MeshesConfig,
+    image_meshes,
     images_partitions,
-    meshes,
     prediction_log,
-    source_images,
 )
 from hunyuan_assets.client import (
     DEFAULT_BASE_URL,
@@ -51,6 +52,8 @@ from hunyuan_assets.sensors import image_sensor
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
+    "MESHES",
+    "SOURCE_IMAGES",
     "ApiConnectionError",
     "AsyncHunyuan3DClient",
     "AuthenticationError",
@@ -80,9 +83,8 @@ __all__ = [
     "WaveSpeedError",
     "compaction_schedule",
     "image_sensor",
+    "image_meshes",
     "images_partitions",
-    "meshes",
     "prediction_log",
     "refresh_schedule",
-    "source_images",
 ]

@@ -1,12 +1,13 @@
 """The asset graph: source_images -> meshes -> prediction_log, one partition per image.
 
-Both partitioned assets run many partitions in one step (single-run backfills) and report each
-partition's materialization and checks themselves, so one bad image fails only its partition:
-the others are stored, logged and shown as materialized, and the step then fails naming the
-bad ones (Dagster marks exactly those partitions failed).
+`source_images` and `meshes` are computed by one step (a subsettable multi-asset) that runs
+many partitions at once (single-run backfills) and reports each partition's materialization
+and checks itself. So one bad image fails only its own partitions: the others are stored,
+logged and shown as materialized, and the step then fails naming the bad ones, which Dagster
+marks failed (a failed step marks exactly the partitions it did not report, dagster #21072).
+Either asset can be materialized alone; `meshes` then reads the registered images' metadata.
 """
 
-from __future__ import annotations
 
 import asyncio
 import base64
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from hunyuan_assets.lineage import (
@@ -53,18 +55,18 @@ CHECK_CLOSED = "closed_surface"
 
 
 class MeshesConfig(dg.Config):
-    nsfw_policy: Literal["keep", "quarantine", "fail"] = dg.Field(
+    nsfw_policy: Literal["keep", "quarantine", "fail"] = Field(
         default="quarantine",
         description="What to do with a mesh the provider flags NSFW: keep it, store it under "
         "quarantine/ (default), or store it under quarantine/ and fail the partition.",
     )
-    reuse_identical_images: bool = dg.Field(
+    reuse_identical_images: bool = Field(
         default=True,
         description="Images with the same sha256 share one prediction and one stored mesh.",
     )
-    max_faces: int = dg.Field(default=200_000, description="Face budget checked per mesh.")
-    min_faces: int = dg.Field(default=100, description="Fewer faces than this fails the budget.")
-    preview_size: int = dg.Field(default=256, description="Preview PNG edge in pixels.")
+    max_faces: int = Field(default=200_000, description="Face budget checked per mesh.")
+    min_faces: int = Field(default=100, description="Fewer faces than this fails the budget.")
+    preview_size: int = Field(default=256, description="Preview PNG edge in pixels.")
 
 
 source_checks = [
@@ -109,40 +111,119 @@ mesh_checks = [
 ]
 
 
-@dg.asset(
+SOURCE_IMAGES = dg.AssetKey("source_images")
+MESHES = dg.AssetKey("meshes")
+
+
+@dg.multi_asset(
+    name="image_meshes",
+    specs=[
+        dg.AssetSpec(
+            SOURCE_IMAGES,
+            description="One image per partition: sha256 (its data version), size, format, and "
+            "a URL the API can fetch (a media upload for local files, a presigned URL for S3).",
+            code_version=SOURCE_CODE_VERSION,
+            group_name=GROUP,
+            kinds={"image"},
+            partitions_def=images_partitions,
+            skippable=True,
+        ),
+        dg.AssetSpec(
+            MESHES,
+            description="A textured GLB per image from Hunyuan3D v2.1, stored in the mesh store "
+            "with a PNG preview, prediction lineage and per-partition checks.",
+            deps=[SOURCE_IMAGES],
+            code_version=MESH_CODE_VERSION,
+            group_name=GROUP,
+            kinds={"glb"},
+            partitions_def=images_partitions,
+            skippable=True,
+        ),
+    ],
+    check_specs=[*source_checks, *mesh_checks],
     partitions_def=images_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    output_required=False,
-    code_version=SOURCE_CODE_VERSION,
-    check_specs=source_checks,
-    group_name=GROUP,
-    kinds={"image"},
+    # can_subset: either asset alone, and per-partition check results as optional outputs.
+    can_subset=True,
+    pool=WAVESPEED_POOL,
+    retry_policy=dg.RetryPolicy(
+        max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
 )
-def source_images(
-    context: dg.AssetExecutionContext, images: ImagesResource, hunyuan3d: Hunyuan3DResource
+def image_meshes(
+    context: dg.AssetExecutionContext,
+    config: MeshesConfig,
+    hunyuan3d: Hunyuan3DResource,
+    images: ImagesResource,
+    mesh_store: MeshStoreResource,
 ) -> Iterator:
-    """One image per partition: sha256 (its data version), size, format, and a URL the API can
-    fetch (a WaveSpeed media upload for local files, a presigned URL for S3)."""
+    """Register images, then turn them into meshes, with up to `max_concurrency` predictions in
+    flight. Identical pictures share one prediction; every prediction id is recorded before it
+    is awaited, so retries and reruns resume instead of paying again; every attempt is logged."""
+    failures: dict[str, str] = {}
+    transient: set[str] = set()
+    selected = context.selected_asset_keys
+    if SOURCE_IMAGES in selected:
+        keys = _keys_to_do(context, SOURCE_IMAGES)
+        yield from _register_partitions(context, keys, images, hunyuan3d, failures, transient)
+    if MESHES in selected:
+        keys = _keys_to_do(context, MESHES)
+        yield from _mesh_partitions(
+            context, keys, config, hunyuan3d, images, mesh_store, failures, transient
+        )
+    if failures:
+        summary = "; ".join(f"{k}: {v}" for k, v in sorted(failures.items()))
+        message = f"{len(failures)} of {len(context.partition_keys)} image(s) failed: {summary}"
+        if transient:
+            # Rate limits, 5xx, timeouts: the RetryPolicy runs the step again, which skips the
+            # partitions already reported and resumes recorded predictions (nothing paid twice).
+            raise TransientFailure(message)
+        raise dg.Failure(description=message, allow_retries=False)
+
+
+class TransientFailure(Exception):
+    """Some partitions failed for reasons worth retrying (rate limits, 5xx, timeouts)."""
+
+
+def _keys_to_do(context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> list[str]:
+    keys = list(context.partition_keys)
+    if context.retry_number > 0:
+        done = partitions_materialized_in_run(context.instance, context.run.run_id, asset_key)
+        keys = [k for k in keys if k not in done]
+    return keys
+
+
+def _register_partitions(
+    context: dg.AssetExecutionContext,
+    keys: list[str],
+    images: ImagesResource,
+    hunyuan3d: Hunyuan3DResource,
+    failures: dict[str, str],
+    transient: set[str],
+) -> Iterator:
     source = images.open()
     refs = {ref.partition_key: ref for ref in source.list_images()}
-    keys = list(context.partition_keys)
-    missing = [k for k in keys if k not in refs]
+    for key in keys:
+        if key not in refs:
+            failures[key] = f"no such image in {source.uri}"
+            yield _check(SOURCE_CHECK, key, False, {"error": failures[key]}, asset=SOURCE_IMAGES)
 
     async def register() -> list[Registration]:
         async with hunyuan3d.get_async_client() as client:
             found = [refs[k] for k in keys if k in refs]
             return await register_images(source, found, client, hunyuan3d.max_concurrency * 2)
 
-    failed: dict[str, str] = {k: f"{k}: no such image in {source.uri}" for k in missing}
     for reg in asyncio.run(register()):
         key = reg.ref.partition_key
         if not reg.ok or reg.info is None:
-            failed[key] = reg.error or "unknown error"
-            yield _check(SOURCE_CHECK, key, False, {"error": reg.error}, asset="source_images")
+            failures[key] = reg.error or "unknown error"
+            if reg.transient:
+                transient.add(key)
+            yield _check(SOURCE_CHECK, key, False, {"error": reg.error}, asset=SOURCE_IMAGES)
             continue
         info = reg.info
         yield dg.AssetMaterialization(
-            asset_key=context.asset_key,
+            asset_key=SOURCE_IMAGES,
             partition=key,
             metadata={
                 "sha256": info.sha256,
@@ -158,71 +239,42 @@ def source_images(
             },
             tags=source_version_tags(info.sha256, SOURCE_CODE_VERSION),
         )
-        yield _check(SOURCE_CHECK, key, True, {"sha256": info.sha256}, asset="source_images")
-    if failed:
-        # Not raised: a bad image must not stop the meshes step for the good ones in this run.
-        context.log.error(
-            f"{len(failed)} image(s) could not be registered: "
-            + "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
-        )
+        yield _check(SOURCE_CHECK, key, True, {"sha256": info.sha256}, asset=SOURCE_IMAGES)
 
 
-@dg.asset(
-    partitions_def=images_partitions,
-    deps=[source_images],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    output_required=False,
-    code_version=MESH_CODE_VERSION,
-    check_specs=mesh_checks,
-    pool=WAVESPEED_POOL,
-    retry_policy=dg.RetryPolicy(
-        max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-    ),
-    group_name=GROUP,
-    kinds={"glb"},
-)
-def meshes(
+def _mesh_partitions(
     context: dg.AssetExecutionContext,
+    keys: list[str],
     config: MeshesConfig,
     hunyuan3d: Hunyuan3DResource,
     images: ImagesResource,
     mesh_store: MeshStoreResource,
+    failures: dict[str, str],
+    transient: set[str],
 ) -> Iterator:
-    """A textured GLB per image from Hunyuan3D v2.1, stored in the mesh store with a preview.
-
-    Up to `max_concurrency` predictions are in flight at once; identical pictures share one
-    prediction; every prediction id is recorded before it is awaited, so retries and reruns
-    resume instead of paying again. Each attempt is a row in the prediction log."""
-    instance = context.instance
     run_id = context.run.run_id
-    keys = list(context.partition_keys)
-    if context.retry_number > 0:
-        done = partitions_materialized_in_run(instance, run_id, context.asset_key)
-        keys = [k for k in keys if k not in done]
-    sources = latest_materializations(instance, source_images.key, keys)
+    keys = [k for k in keys if k not in failures]  # its image did not register: already failed
+    sources = latest_materializations(context.instance, SOURCE_IMAGES, keys)
     store = mesh_store.open()
     log = PredictionLog(store)
     model = hunyuan3d.model
 
-    failures: dict[str, MeshOutcome | str] = {}
     requests: list[MeshRequest] = []
-    stale_urls = []
     for key in keys:
         src = sources.get(key)
         if src is None or not src.metadata.get("sha256"):
             failures[key] = (
-                f"{key}: source_images has no valid materialization; the image is missing "
-                "or could not be decoded (see the source_images image_decodes check)"
+                "source_images has no materialization for this image; materialize it first"
             )
+            log.append([_log_row_for_error(key, src, model, run_id, failures[key])])
             continue
-        if _url_expired(src):
-            stale_urls.append(key)
         requests.append(_mesh_request(key, src))
-    if stale_urls:
-        requests = _renew_urls(requests, stale_urls, images, hunyuan3d, failures)
-
-    for key, reason in list(failures.items()):
-        log.append([_log_row_for_error(key, sources.get(key), model, run_id, str(reason))])
+    stale = [r.partition_key for r in requests if _url_expired(sources[r.partition_key])]
+    if stale:
+        requests = _renew_urls(requests, stale, images, hunyuan3d, failures)
+        for key in stale:
+            if key in failures:
+                log.append([_log_row_for_error(key, sources[key], model, run_id, failures[key])])
 
     policy = GenerationPolicy(
         model=model,
@@ -242,36 +294,22 @@ def meshes(
         key = outcome.request.partition_key
         log.append([_log_row(outcome, model, run_id)])
         if outcome.status == "failed":
-            failures[key] = outcome
+            failures[key] = outcome.error or "failed"
+            if outcome.transient:
+                transient.add(key)
             context.log.error(f"{key}: {outcome.error}")
         if outcome.mesh_uri is None:
             continue
-        tags = derived_version_tags(
-            MESH_CODE_VERSION, {source_images.key: sources[key]}, model
-        )
-        yield dg.AssetMaterialization(
-            asset_key=context.asset_key,
-            partition=key,
-            metadata=_mesh_metadata(outcome, model),
-            tags=tags,
-        )
+        tags = derived_version_tags(MESH_CODE_VERSION, {SOURCE_IMAGES: sources[key]}, model)
+        if outcome.status != "failed":
+            yield dg.AssetMaterialization(
+                asset_key=MESHES, partition=key, metadata=_mesh_metadata(outcome, model), tags=tags
+            )
         yield from _mesh_check_evaluations(outcome, config)
-
-    if failures:
-        summary = "; ".join(
-            f"{k}: {v.error if isinstance(v, MeshOutcome) else v}" for k, v in sorted(failures.items())
-        )
-        message = f"{len(failures)} of {len(context.partition_keys)} partition(s) failed: {summary}"
-        transient = [v for v in failures.values() if isinstance(v, MeshOutcome) and v.transient]
-        if transient:
-            # Transient failures (rate limits, 5xx, timeouts) go through the RetryPolicy;
-            # recorded prediction ids make the retry resume rather than pay again.
-            raise RuntimeError(message)
-        raise dg.Failure(description=message, allow_retries=False)
 
 
 @dg.asset(
-    deps=[meshes],
+    deps=[MESHES],
     group_name=GROUP,
     kinds={"parquet"},
     code_version="1",
@@ -350,10 +388,10 @@ def _renew_urls(
 
 
 def _check(
-    name: str, key: str, passed: bool, metadata: dict, *, asset: str = "meshes"
+    name: str, key: str, passed: bool, metadata: dict, *, asset: dg.AssetKey = MESHES
 ) -> AssetCheckEvaluation:
     return AssetCheckEvaluation(
-        asset_key=dg.AssetKey(asset),
+        asset_key=asset,
         check_name=name,
         passed=passed,
         metadata={k: v for k, v in metadata.items() if v is not None},

@@ -10,14 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
-from hunyuan_assets.assets import images_partitions, meshes, prediction_log, source_images
+from hunyuan_assets.assets import MESHES
+from hunyuan_assets.backfill import materialize_images, materialize_prediction_log
 from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.sensors import contiguous_ranges
 from hunyuan_assets.sources import SAMPLES_DIR
 
 
@@ -65,28 +61,9 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"no images found in {args.images}", file=sys.stderr)
             return 2
         keys = [ref.partition_key for ref in refs]
-        existing = instance.get_dynamic_partitions(images_partitions.name)
-        new = [k for k in keys if k not in set(existing)]
-        if new:
-            instance.add_dynamic_partitions(images_partitions.name, new)
-        ordered = [*existing, *new]
-        all_assets = [source_images, meshes, prediction_log]
-        ok = True
-        for start, end in contiguous_ranges(ordered, set(keys)):
-            result = dg.materialize(
-                all_assets,
-                selection=[source_images, meshes],
-                instance=instance,
-                resources=resources,
-                tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
-                raise_on_error=False,
-            )
-            ok = ok and result.success
-        log_result = dg.materialize(
-            all_assets, selection=[prediction_log], instance=instance, resources=resources,
-            raise_on_error=False,
-        )
-        ok = ok and log_result.success
+        results = materialize_images(instance, resources, keys)
+        log_result = materialize_prediction_log(instance, resources)
+        ok = all(r.success for r in results) and log_result.success
         failed = _print_summary(instance, keys, store)
     return 0 if ok and not failed else 1
 
@@ -94,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) -> int:
     from hunyuan_assets.lineage import latest_materializations
 
-    events = latest_materializations(instance, meshes.key, keys)
+    events = latest_materializations(instance, MESHES, keys)
     failed = 0
     print(f"\n{'image':<28} {'status':<10} {'faces':>7}  mesh")
     for key in keys:

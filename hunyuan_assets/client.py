@@ -26,6 +26,7 @@ import math
 import mimetypes
 import os
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,7 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 SUBMIT_RETRYABLE_STATUSES = frozenset({429, 503})
 _TRANSIENT_API_CODES = frozenset({429, 500, 502, 503, 504, 5000, 5003, 5004})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_BROKEN = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
 _CHUNK = 1 << 20
 CallKind = Literal["submit", "read", "upload", "download"]
 
@@ -145,6 +147,12 @@ class ClientSettings:
         key = (self.api_key or "").strip()  # a key pasted with a newline breaks the header
         if not key:
             raise ValueError("The WaveSpeed API key is empty: set WAVESPEED_API_KEY.")
+        if not (key.isascii() and key.isprintable()) or " " in key:
+            # Caught here because httpx's own error for a bad header value would quote the key.
+            raise ValueError(
+                "The WaveSpeed API key has characters a header cannot carry (spaces, control "
+                "or non-ASCII characters): check WAVESPEED_API_KEY."
+            )
         object.__setattr__(self, "api_key", key)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "model", _model_path(self.model))
@@ -237,7 +245,10 @@ def _message(body: Any, content: bytes) -> str:
         text = body.get("message") or body.get("error") or body.get("detail")
         if text:
             return str(text)
-    return content[:300].decode("utf-8", "replace").strip() or "no message"
+    text = content[:2000].decode("utf-8", "replace")
+    # Object stores (upload and output hosts) answer errors in XML: keep the human part.
+    found = re.search(r"<Message>(.*?)</Message>", text, re.S)
+    return (found[1] if found else text[:300]).strip() or "no message"
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -360,8 +371,9 @@ def error_for_transport(
 ) -> WaveSpeedError:
     """Map an httpx exception to a typed error, honest about whether a submit may exist."""
     reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-    not_sent = isinstance(exc, _NOT_SENT)
-    broken = isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | httpx.TooManyRedirects)
+    # Broken requests (bad URL, a header h11 refuses) never leave: not sent, not worth retrying.
+    broken = isinstance(exc, _BROKEN)
+    not_sent = broken or isinstance(exc, _NOT_SENT)
     if kind == "download":
         return OutputDownloadError(
             f"Downloading the output failed ({where}: {reason}).",
@@ -510,14 +522,15 @@ class _Protocol:
         return httpx.Timeout(seconds[kind], connect=t.connect)
 
     def headers_for(self, url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", **(extra or {})}
+        headers = dict(extra or {})
         if _origin(url) == self._origin:  # the key never leaves for upload/CDN hosts
             headers["Authorization"] = f"Bearer {self.settings.api_key}"
         return headers
 
     def api(self, kind: CallKind, method: str, path: str, json: Any = None) -> _Request:
         url = f"{self.settings.base_url}/api/v3/{path}"
-        return _Request(kind, method, url, self.headers_for(url), self.timeout(kind), json)
+        headers = self.headers_for(url, {"Accept": "application/json"})
+        return _Request(kind, method, url, headers, self.timeout(kind), json)
 
     def submit(self, image_url: str, model: str | None) -> _Request:
         if not image_url:
@@ -681,10 +694,14 @@ class _WaitPlan:
         self.last: Prediction | None = self.prior
 
     def already_done(self) -> Prediction | None:
-        if self.prior is not None and self.prior.is_terminal:
-            self.finish(self.prior)
-            return self.prior
-        return None
+        """The given Prediction itself when it is terminal already (no poll needed)."""
+        if self.prior is None or not self.prior.is_terminal:
+            return None
+        done = self.prior
+        if done.completed_at is None:
+            done = self._observed(done)
+        self.finish(done)
+        return done
 
     def next_delay(self) -> float:
         """Seconds to sleep before the next poll; raises PredictionTimeoutError when out of time."""
@@ -704,7 +721,12 @@ class _WaitPlan:
         return max(0.0, min(next(self._intervals), remaining))
 
     def observe(self, seen: Prediction) -> Prediction:
+        """A polled Prediction, with what this client observed added."""
         self.polls += 1
+        self.last = self._observed(seen)
+        return self.last
+
+    def _observed(self, seen: Prediction) -> Prediction:
         prior = self.prior
         submitted = prior.submitted_at if prior and prior.submitted_at else None
         submitted = submitted or _parse_time(seen.created_at)
@@ -717,8 +739,7 @@ class _WaitPlan:
             observed["completed_at"] = done
             if submitted is not None:
                 observed["wall_ms"] = max(0, round((done - submitted).total_seconds() * 1000))
-        self.last = replace(seen, **observed)
-        return self.last
+        return replace(seen, **observed)
 
     def finish(self, seen: Prediction) -> bool:
         """True when done; raises PredictionFailedError on a failed terminal status."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from hunyuan_assets.assets import meshes, prediction_log, source_images
+from hunyuan_assets.assets import image_meshes, prediction_log
 from hunyuan_assets.client import DEFAULT_BASE_URL
 from hunyuan_assets.jobs import compact_log_job, mesh_job, prediction_log_job
 from hunyuan_assets.locations import ImagesResource, MeshStoreResource
@@ -60,7 +60,7 @@ def build_resources(
 
 def build_definitions(**overrides) -> dg.Definitions:
     return dg.Definitions(
-        assets=[source_images, meshes, prediction_log],
+        assets=[image_meshes, prediction_log],
         jobs=[mesh_job, prediction_log_job, compact_log_job],
         sensors=[image_sensor],
         schedules=[refresh_schedule, compaction_schedule],

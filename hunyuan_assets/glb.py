@@ -87,7 +87,10 @@ def inspect_glb(source: Path | bytes) -> MeshInfo:
     welded, welded_count = _weld_by_position(vertices)
     gltf = glb.gltf
     materials = _json_list(gltf, "materials")
-    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    finite = vertices[np.isfinite(vertices).all(axis=1)]
+    if len(finite) == 0:
+        raise MeshError(f"{glb.label} has no geometry: no finite vertex positions")
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
     return MeshInfo(
         file_bytes=len(glb.data),
         vertices=sum(len(m.vertices) for m in meshes),
@@ -272,11 +275,15 @@ def _concatenate(parts: list[_Part]) -> tuple[np.ndarray, np.ndarray]:
 
 def _weld_by_position(vertices: np.ndarray) -> tuple[np.ndarray, int]:
     """Map each vertex to a position class (UV seams split vertices, positions do not)."""
-    lo = vertices.min(axis=0)
-    extent = float((vertices.max(axis=0) - lo).max())
-    step = extent / (1 << _WELD_BITS) if extent > 0 else 1.0
-    grid = np.rint((vertices - lo) / step).astype(np.int64)
-    key = (grid[:, 0] << 42) | (grid[:, 1] << 21) | grid[:, 2]
+    finite = np.isfinite(vertices).all(axis=1)
+    key = -1 - np.arange(len(vertices), dtype=np.int64)  # NaN/inf: each its own class
+    if finite.any():
+        good = vertices[finite]
+        lo = good.min(axis=0)
+        extent = float((good.max(axis=0) - lo).max())
+        step = extent / (1 << _WELD_BITS) if extent > 0 else 1.0
+        grid = np.rint((good - lo) / step).astype(np.int64)
+        key[finite] = (grid[:, 0] << 42) | (grid[:, 1] << 21) | grid[:, 2]
     unique, inverse = np.unique(key, return_inverse=True)
     return inverse.reshape(-1), len(unique)
 
@@ -296,13 +303,12 @@ def _is_closed(faces: np.ndarray) -> bool:
 
 # -------------------------------------------------------------------------- preview
 
-_SUPERSAMPLE = 2
 _MARGIN = 0.08  # of the image size, on each side
 _YAW = math.radians(-35.0)  # turn the front to the viewer's left, showing the right side
 _PITCH = math.radians(22.0)  # look down onto the top
 _LIGHT = np.array([-0.5, 0.7, 0.55]) / np.linalg.norm([-0.5, 0.7, 0.55])  # upper left
 _AMBIENT = 0.28
-_BACKGROUND = np.array([0.925, 0.93, 0.935])  # sRGB, light neutral
+_BACKGROUND = np.array([236, 237, 238], dtype=np.uint8)  # sRGB, light neutral
 _NEUTRAL = np.array([0.72, 0.72, 0.72])  # sRGB, meshes with no colour at all
 _CREASE_COS = math.cos(math.radians(50.0))  # sharper edges keep flat-shaded faces
 _MAX_TEXTURE = 1024  # larger textures are box-filtered down first (a cheap mipmap)
@@ -320,16 +326,23 @@ def render_preview(source: Path | bytes, *, size: int = 256) -> bytes:
     Software rasteriser (z-buffered triangles, barycentric UVs, Lambert + ambient light),
     deterministic for the same input. Raises MeshError like `inspect_glb`.
     """
-    if size < 8:
-        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    if not 8 <= size <= 2048:
+        raise ValueError(f"size must be between 8 and 2048 pixels, got {size}")
     glb = _read_glb(source)
     parts = _placed_parts(_load_scene(glb))
     if not parts:
         raise MeshError(f"{glb.label} has no geometry: no triangle meshes in the scene")
     vertices, faces = _concatenate(parts)
+    finite = np.isfinite(vertices).all(axis=1)
+    kept = np.flatnonzero(finite[faces].all(axis=1))  # NaN corners would wreck fit and raster
+    faces = faces[kept]
+    if len(faces) == 0:
+        raise MeshError(f"{glb.label} has no geometry: no triangles with finite positions")
+    vertices = np.where(finite[:, None], vertices, 0.0)
     rotation = _rotation(_YAW, _PITCH)
     view = vertices @ rotation.T
-    width = size * _SUPERSAMPLE
+    supersample = 2 if size <= 1024 else 1
+    width = size * supersample
     screen = _fit_to_screen(view, faces, width)
     face_id = _rasterize(screen, view[:, 2], faces, width)
     covered = face_id >= 0
@@ -345,16 +358,15 @@ def render_preview(source: Path | bytes, *, size: int = 256) -> bytes:
     sky = 0.85 + 0.15 * n[:, 1]  # a little more ambient from above reads as depth
     light = _AMBIENT * sky + (1.0 - _AMBIENT) * lambert
 
-    albedo = _albedo(parts, faces, fid, bary)  # linear RGB
+    albedo = _albedo(parts, kept[fid], bary)  # linear RGB
     colour = albedo * light[:, None]
 
-    image = np.empty((width * width, 3))
-    image[:] = _srgb_to_linear(_BACKGROUND)
-    image[pixels] = colour
-    rgb = _linear_to_srgb8(image).reshape(width, width, 3)
-    png = Image.fromarray(rgb, "RGB")
-    if _SUPERSAMPLE > 1:
-        png = png.reduce(_SUPERSAMPLE)  # box filter: antialiased edges
+    rgb = np.empty((width * width, 3), dtype=np.uint8)
+    rgb[:] = _BACKGROUND
+    rgb[pixels] = _linear_to_srgb8(colour)
+    png = Image.fromarray(rgb.reshape(width, width, 3), "RGB")
+    if supersample > 1:
+        png = png.reduce(supersample)  # box filter: antialiased edges
     out = io.BytesIO()
     png.save(out, format="PNG", optimize=False)
     return out.getvalue()
@@ -409,24 +421,33 @@ def _rasterize(screen: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: 
     y_lo = np.clip(np.ceil(tri[:, :, 1].min(axis=1) - 0.5), 0, width).astype(np.int64)
     y_hi = np.clip(np.floor(tri[:, :, 1].max(axis=1) - 0.5), -1, width - 1).astype(np.int64)
     spans = np.maximum(x_hi - x_lo + 1, 0)
-    counts = spans * np.maximum(y_hi - y_lo + 1, 0) * valid
+    heights = np.maximum(y_hi - y_lo + 1, 0) * valid
 
-    z_near, z_far = float(depth.max()), float(depth.min())
-    z_scale = ((1 << 31) - 1) / max(z_near - z_far, 1e-12)
+    # Big triangles become bands of rows, so no batch exceeds the budget at any size.
+    band_rows = np.maximum(_RASTER_BUDGET // np.maximum(spans, 1), 1)
+    bands = np.where(spans > 0, -(-heights // band_rows), 0)
+    band_face = np.repeat(np.arange(len(faces)), bands)
+    band_index = np.arange(len(band_face)) - np.repeat(np.cumsum(bands) - bands, bands)
+    band_y = y_lo[band_face] + band_index * band_rows[band_face]
+    band_h = np.minimum(band_rows[band_face], y_hi[band_face] + 1 - band_y)
+    counts = spans[band_face] * band_h
+
     zf = depth[faces]  # (F, 3)
+    z_near, z_far = float(zf.max()), float(zf.min())
+    z_scale = ((1 << 31) - 1) / max(z_near - z_far, 1e-12)
 
     keys = np.full(width * width, np.iinfo(np.int64).max, dtype=np.int64)
-    todo = np.flatnonzero(counts)
-    cumulative = np.cumsum(counts[todo])
-    cuts = np.searchsorted(cumulative, np.arange(_RASTER_BUDGET, cumulative[-1], _RASTER_BUDGET))
-    for batch in np.split(todo, cuts) if len(todo) else []:
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1]) if len(cumulative) else 0
+    cuts = np.searchsorted(cumulative, np.arange(_RASTER_BUDGET, total, _RASTER_BUDGET))
+    for batch in np.split(np.arange(len(counts)), cuts) if total else []:
         n = counts[batch]
-        owner = np.repeat(np.arange(len(batch)), n)
+        owner = np.repeat(batch, n)
         local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        face = batch[owner]
+        face = band_face[owner]
         span = spans[face]
         px = x_lo[face] + local % span
-        py = y_lo[face] + local // span
+        py = band_y[owner] + local // span
         cx, cy = px + 0.5, py + 0.5
         c1, c2 = coeff1[face], coeff2[face]
         b1 = c1[:, 0] * cx + c1[:, 1] * cy + c1[:, 2]
@@ -457,8 +478,14 @@ def _corner_normals(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
     corners = view[faces]
     cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     face_n = cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-12)
+    # Weight by the corner angle, so how a flat side is triangulated does not tilt the normal.
+    edge_in = corners - np.roll(corners, 1, axis=1)
+    edge_out = np.roll(corners, -1, axis=1) - corners
+    edge_in /= np.maximum(np.linalg.norm(edge_in, axis=2, keepdims=True), 1e-12)
+    edge_out /= np.maximum(np.linalg.norm(edge_out, axis=2, keepdims=True), 1e-12)
+    angle = np.arccos(np.clip(-np.einsum("fcd,fcd->fc", edge_in, edge_out), -1.0, 1.0))
     ids = welded[faces].reshape(-1)
-    weighted = np.repeat(cross, 3, axis=0)  # area-weighted
+    weighted = (face_n[:, None, :] * angle[:, :, None]).reshape(-1, 3)
     vertex_n = np.stack(
         [np.bincount(ids, weights=weighted[:, k], minlength=count) for k in range(3)], axis=1
     )
@@ -468,8 +495,8 @@ def _corner_normals(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.where(smooth[:, :, None], corner_n, face_n[:, None, :])
 
 
-def _albedo(parts: list[_Part], faces: np.ndarray, fid: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Linear RGB base colour per covered pixel, from each mesh's own visual."""
+def _albedo(parts: list[_Part], fid: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Linear RGB base colour per covered pixel (`fid` indexes all parts' faces in order)."""
     albedo = np.empty((len(fid), 3))
     face_start = np.cumsum([0] + [len(p.faces) for p in parts])
     owner = np.searchsorted(face_start, fid, side="right") - 1

@@ -1,15 +1,14 @@
 """Jobs the sensor and schedules launch."""
 
-from __future__ import annotations
 
 import dagster as dg
 
-from hunyuan_assets.assets import images_partitions, meshes, prediction_log, source_images
+from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, images_partitions, prediction_log
 from hunyuan_assets.locations import MeshStoreResource
 
 mesh_job = dg.define_asset_job(
     "meshes_job",
-    selection=[source_images, meshes],
+    selection=[SOURCE_IMAGES, MESHES],
     partitions_def=images_partitions,
     description="Register images and generate their meshes; one run may cover many images.",
 )

@@ -11,6 +11,9 @@ from hunyuan_assets.sources import SAMPLES_DIR, ImageSource, open_image_source
 from hunyuan_assets.store import MeshStore, open_mesh_store
 
 
+PRESIGN_SECONDS = 6 * 24 * 3600
+
+
 def _is_s3(location: str) -> bool:
     return location.startswith("s3://")
 
@@ -26,7 +29,8 @@ class ImagesResource(dg.ConfigurableResource):
 
     def open(self) -> ImageSource:
         client = self.s3.get_client() if _is_s3(self.location) else None
-        return open_image_source(self.location, s3_client=client)
+        # Presigned URLs must outlive a long backfill's queue; SigV4 allows at most 7 days.
+        return open_image_source(self.location, s3_client=client, url_expiry=PRESIGN_SECONDS)
 
 
 class MeshStoreResource(dg.ConfigurableResource):

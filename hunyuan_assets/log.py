@@ -48,8 +48,8 @@ def _ts() -> pa.DataType:
 LOG_SCHEMA: pa.Schema = pa.schema(
     [
         pa.field("partition_key", pa.string(), nullable=False),
-        pa.field("image_uri", pa.string(), nullable=False),
-        pa.field("image_sha256", pa.string(), nullable=False),
+        pa.field("image_uri", pa.string()),  # null when the source image is unknown
+        pa.field("image_sha256", pa.string()),
         pa.field("prediction_id", pa.string()),
         pa.field("model", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
@@ -101,8 +101,8 @@ class PredictionLogRow:
     """
 
     partition_key: str
-    image_uri: str
-    image_sha256: str
+    image_uri: str | None = None
+    image_sha256: str | None = None
     prediction_id: str | None = None
     model: str
     status: str
@@ -128,10 +128,15 @@ class PredictionLogRow:
     code_version: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("partition_key", "image_uri", "image_sha256", "model", "status", "row_id"):
+        for name in ("partition_key", "model", "status", "row_id"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"PredictionLogRow.{name} must be a non-empty string")
+        # Rows for attempts that never reached the API carry no prediction, hence no polls.
+        if self.polls is None:
+            object.__setattr__(self, "polls", 0)
+        if self.attempt is None:
+            object.__setattr__(self, "attempt", 1)
         for name in ("submitted_at", "completed_at", "logged_at"):
             value = getattr(self, name)
             if value is None:
@@ -226,10 +231,11 @@ class PredictionLog:
         self.journal_grace_s = journal_grace_s
 
     def __repr__(self) -> str:
-        return f"PredictionLog({self.store.uri_for(self.prefix)!r})"
+        return f"PredictionLog({self.location_uri!r})"
 
     @property
-    def uri(self) -> str:
+    def location_uri(self) -> str:
+        """Where the log lives, as ``file:///...`` or ``s3://bucket/...``."""
         return self.store.uri_for(self.prefix)
 
     def _partition_dir(self, date: str) -> str:
@@ -447,8 +453,8 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
     """Plain-Python figures for asset metadata: counts, latencies of completed rows, NSFW rate.
 
     ``total_predictions`` counts distinct WaveSpeed predictions (a reuse of an earlier mesh
-    has none); ``rows`` counts every logged attempt. Percentiles and the NSFW rate are None
-    when nothing completed.
+    has none); ``rows`` counts every logged attempt. Percentiles are None and the NSFW rate
+    (share of completed rows flagged) is 0.0 when nothing completed.
     """
     if df is None or len(df) == 0:
         df = _to_frame(LOG_SCHEMA.empty_table())
@@ -458,7 +464,7 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
         "rows": len(df),
         "total_predictions": int(df["prediction_id"].dropna().nunique()),
         "distinct_images": int(df["image_sha256"].nunique()),
-        "by_status": {str(status): int(n) for status, n in counts.items()},
+        "counts_by_status": {str(status): int(n) for status, n in counts.items()},
         "completed": len(completed),
         "reused": int(df["reused_from"].notna().sum()),
         "quarantined": int(df["quarantined"].astype(bool).sum()),
@@ -466,5 +472,5 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
         "inference_ms_p95": _percentile(completed["inference_ms"], 95),
         "wall_ms_p50": _percentile(completed["wall_ms"], 50),
         "wall_ms_p95": _percentile(completed["wall_ms"], 95),
-        "nsfw_rate": float(completed["nsfw"].astype(bool).mean()) if len(completed) else None,
+        "nsfw_rate": float(completed["nsfw"].astype(bool).mean()) if len(completed) else 0.0,
     }

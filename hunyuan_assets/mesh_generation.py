@@ -129,7 +129,7 @@ class MeshGenerator:
         record = await asyncio.to_thread(self.records.get, key)
         if record and record.state == "completed" and record.mesh_key:
             if await asyncio.to_thread(self.store.exists, record.mesh_key):
-                return self._reused(request, record)
+                return await asyncio.to_thread(self._reused, request, record)
         record = await self._claim_or_resume(request, key, record)
         resumed = record.state == "pending"
         if record.state != "pending":
@@ -227,6 +227,10 @@ class MeshGenerator:
         quarantined = nsfw and self.policy.nsfw_policy != "keep"
         glb_key = mesh_key(request.image_sha256, self.policy.model, quarantined=quarantined)
         png_key = preview_key(request.image_sha256, self.policy.model, quarantined=quarantined)
+        if not self.policy.reuse_identical_images:
+            # Not shared: each partition keeps its own prediction's mesh.
+            glb_key = f"{glb_key.rsplit('/', 1)[0]}/{request.partition_key}/mesh.glb"
+            png_key = f"{png_key.rsplit('/', 1)[0]}/{request.partition_key}/preview.png"
         with tempfile.TemporaryDirectory(prefix="hunyuan-mesh-") as tmp:
             local = Path(tmp) / "mesh.glb"
             try:
@@ -235,17 +239,30 @@ class MeshGenerator:
                 failed = record.evolve(state="failed", error="output could not be downloaded")
                 await asyncio.to_thread(self.records.put, key, failed)
                 raise
-            info = await asyncio.to_thread(inspect_glb, local)
-            png = await asyncio.to_thread(render_preview, local, size=self.policy.preview_size)
+            try:
+                info: MeshInfo | None = await asyncio.to_thread(inspect_glb, local)
+                png = await asyncio.to_thread(
+                    render_preview, local, size=self.policy.preview_size
+                )
+                mesh_error = None
+            except MeshError as exc:
+                # Paid for, so kept: the glb_valid check fails and the next attempt resubmits.
+                info, png, mesh_error = None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
-        preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
+        preview_uri = (
+            await asyncio.to_thread(self.store.put_bytes, png_key, png) if png else None
+        )
+        details = _prediction_details(prediction, info)
+        if mesh_error:
+            details["mesh_error"] = mesh_error
         done = record.evolve(
-            state="completed",
+            state="failed" if mesh_error else "completed",
+            error=mesh_error,
             mesh_key=glb_key,
-            preview_key=png_key,
+            preview_key=png_key if png else None,
             nsfw=nsfw,
             quarantined=quarantined,
-            details=_prediction_details(prediction, info),
+            details=details,
         )
         await asyncio.to_thread(self.records.put, key, done)
         outcome = MeshOutcome(
@@ -260,6 +277,7 @@ class MeshGenerator:
             quarantined=quarantined,
             resumed=resumed,
             attempt=done.attempts,
+            details=done.details,
         )
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
@@ -278,7 +296,7 @@ class MeshGenerator:
             quarantined=record.quarantined,
             reused_from=record.partition_key,
             attempt=record.attempts,
-            details={**record.details, "prediction_id": record.prediction_id},
+            details=record.details,
         )
         if record.nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)

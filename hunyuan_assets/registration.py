@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from hunyuan_assets.client import AsyncHunyuan3DClient, WaveSpeedError
 from hunyuan_assets.sources import ImageInfo, ImageRef, ImageSource, InvalidImageError, describe_image
 
 # Provider retention is 7 days; renew a day early so a slow backfill never submits a dead URL.
 UPLOAD_URL_LIFETIME = timedelta(days=6)
-PRESIGNED_URL_LIFETIME = timedelta(days=6)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,11 @@ async def _register(source: ImageSource, ref: ImageRef, client: AsyncHunyuan3DCl
     except OSError as exc:
         return Registration(ref=ref, error=f"{ref.relative_path} could not be read: {exc}")
     now = datetime.now(UTC)
-    presigned = await asyncio.to_thread(
-        source.image_url, ref, int(PRESIGNED_URL_LIFETIME.total_seconds())
-    )
+    presigned = await asyncio.to_thread(source.image_url, ref)
     if presigned:
-        return Registration(ref, info, presigned, now + PRESIGNED_URL_LIFETIME)
-    local_path = Path(ref.uri.removeprefix("file://"))
+        lifetime = timedelta(seconds=getattr(source, "url_expiry", 3600))
+        return Registration(ref, info, presigned, now + lifetime)
+    local_path = Path(url2pathname(urlparse(ref.uri).path))
     try:
         url = await client.upload(local_path)
     except WaveSpeedError as exc:

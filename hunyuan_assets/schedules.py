@@ -7,7 +7,6 @@ reason is written in the tick's log and in the prediction log's history (its fai
 `compaction_schedule` merges small log files daily (crash-safe, see `log.py`).
 """
 
-from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from hunyuan_assets.assets import MESH_CODE_VERSION, images_partitions, meshes, source_images
+from hunyuan_assets.assets import MESH_CODE_VERSION, MESHES, SOURCE_IMAGES, images_partitions
 from hunyuan_assets.jobs import compact_log_job, mesh_job
 from hunyuan_assets.lineage import latest_materializations
 from hunyuan_assets.locations import MeshStoreResource
@@ -43,15 +42,15 @@ def plan_refresh(
     """Which mesh partitions need a run, and why. `failed_attempts` counts failed log rows
     per (partition, image sha256)."""
     keys = instance.get_dynamic_partitions(images_partitions.name)
-    status = get_and_update_asset_status_cache_value(instance, meshes.key, images_partitions)
+    status = get_and_update_asset_status_cache_value(instance, MESHES, images_partitions)
     failed = set(
         status.deserialize_failed_partition_subsets(images_partitions).get_partition_keys()
         if status
         else []
     )
-    sources = latest_materializations(instance, source_images.key, keys)
-    mesh_events = latest_materializations(instance, meshes.key, keys)
-    source_tag = f"dagster/input_data_version/{source_images.key.to_user_string()}"
+    sources = latest_materializations(instance, SOURCE_IMAGES, keys)
+    mesh_events = latest_materializations(instance, MESHES, keys)
+    source_tag = f"dagster/input_data_version/{SOURCE_IMAGES.to_user_string()}"
     reasons: dict[str, str] = {}
     abandoned: dict[str, str] = {}
     for key in keys:

@@ -14,7 +14,6 @@ lineage stays readable); they are dropped from the cursor, so an image put back 
 and, having the same content, reuses its stored mesh without a new prediction.
 """
 
-from __future__ import annotations
 
 import base64
 import hashlib
@@ -50,7 +49,7 @@ class ImageSensorCursor:
         return base64.b64encode(zlib.compress(raw.encode(), 6)).decode()
 
     @classmethod
-    def decode(cls, cursor: str | None) -> ImageSensorCursor:
+    def decode(cls, cursor: str | None) -> "ImageSensorCursor":
         if not cursor:
             return cls()
         data = json.loads(zlib.decompress(base64.b64decode(cursor)))

@@ -411,7 +411,10 @@ class S3MeshStore(MeshStore):
         keys: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=root + prefix):
-            keys.extend(item["Key"][len(root) :] for item in page.get("Contents", ()))
+            for item in page.get("Contents", ()):
+                # Skip "folder" marker objects (consoles, pyarrow's create_dir): not keys.
+                if not item["Key"].endswith("/"):
+                    keys.append(item["Key"][len(root) :])
         return sorted(keys)
 
     def delete(self, key: str) -> None:

@@ -13,7 +13,7 @@ import io
 
 import numpy as np
 import trimesh
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 GRID = 100  # cells across the square crop: at most 4 * GRID**2 faces, ~20-35k for a blob
 TEXTURE_PX = 512  # upstream works on a 512 px crop
@@ -22,14 +22,17 @@ _BOX = Image.Resampling.BOX
 
 
 def image_to_glb(image_bytes: bytes, *, seed: int = 0) -> bytes:
-    """Deterministic textured GLB (bytes) derived from an image; ValueError if not an image."""
+    """A textured GLB derived from the picture, byte-identical for the same bytes and seed
+    (the seed only varies the thickness a little, as a new upstream run would).
+
+    Raises ValueError when the bytes are not an image Pillow can decode."""
     rgba = _decode(image_bytes)
     keep, box = _locate_object(_foreground(rgba))
     crop = Image.fromarray(np.dstack([rgba[..., :3], keep * np.uint8(255)]), "RGBA").crop(box)
     inside = _repair(_clean(_grid(crop.getchannel("A")) >= 128))
     if not inside.any():  # nothing usable separates: the whole picture becomes a slab
         whole = Image.new("L", (rgba.shape[1], rgba.shape[0]), 255).crop(box)
-        inside = _repair(_morph(_grid(whole) > 0, erode=False))  # >= 3 cells even for 1 px
+        inside = _repair(_dilate(_grid(whole) > 0))  # >= 3 cells even for 1 px
     texture = _texture(crop)
     lum = np.asarray(texture.convert("L").resize((GRID + 1, GRID + 1), _BOX), np.float32) / 255
     return _export(inside, lum, texture, seed)
@@ -45,9 +48,10 @@ def _decode(data: bytes) -> np.ndarray:
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
         why = "unknown format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise ValueError(f"input is not a decodable image: {why} ({len(data)} bytes)") from exc
-    if img.mode in ("RGBa", "LA", "La", "PA") or "transparency" in img.info:
-        img = img.convert("RGBA")
-    img = img.convert("RGBA") if "A" in img.getbands() else img.convert("RGB").convert("RGBA")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey: Pillow would clip, not scale
+        img = Image.fromarray((np.asarray(img, np.float64) / 257).clip(0, 255).astype(np.uint8))
+    has_alpha = {"A", "a"} & set(img.getbands()) or "transparency" in img.info
+    img = img.convert("RGBA") if has_alpha else img.convert("RGB").convert("RGBA")
     if max(img.size) > TEXTURE_PX:
         scale = TEXTURE_PX / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
@@ -111,14 +115,18 @@ def _components(mask: np.ndarray) -> np.ndarray:
         labels = new
 
 
-def _morph(mask: np.ndarray, erode: bool) -> np.ndarray:
-    padded, out = np.pad(mask, 1), mask.copy()
-    h, w = mask.shape
-    for dy in range(3):
-        for dx in range(3):
-            window = padded[dy : dy + h, dx : dx + w]
-            out = out & window if erode else out | window
-    return out
+def _windows(a: np.ndarray) -> list[np.ndarray]:
+    """The nine 3x3-neighbourhood shifts of `a` (zero/False outside), row by row."""
+    padded, (h, w) = np.pad(a, 1), a.shape
+    return [padded[i : i + h, j : j + w] for i in range(3) for j in range(3)]
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    return np.logical_and.reduce(_windows(mask))
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    return np.logical_or.reduce(_windows(mask))
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
@@ -128,24 +136,26 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(holes.ravel(), minlength=mask.size + 1)
     small = (sizes < 0.01 * max(1, mask.sum())) & ~np.isin(np.arange(sizes.size), border)
     mask = mask | (small[holes] & ~mask)
-    mask = _morph(_morph(mask, erode=True), erode=False)
+    mask = _dilate(_erode(mask))
     if not mask.any():
         return mask
     labels = _components(mask)
     return labels == np.argmax(np.bincount(labels[mask]))
 
 
-def _interior(inside: np.ndarray) -> np.ndarray:
-    """Grid corners whose four cells are all inside: the only corners lifted off z=0."""
+def _corners(inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grid corners (one more each way than cells) with all four cells around them inside,
+    the only corners lifted off z=0, and with any of the four inside, the corners in use."""
     p = np.pad(inside, 1)
-    return p[:-1, :-1] & p[:-1, 1:] & p[1:, :-1] & p[1:, 1:]
+    quad = [p[:-1, :-1], p[:-1, 1:], p[1:, :-1], p[1:, 1:]]
+    return np.logical_and.reduce(quad), np.logical_or.reduce(quad)
 
 
 def _repair(inside: np.ndarray) -> np.ndarray:
     """Drop cells that would make front and back touch away from the outline (a cell with
     no lifted corner, or a one-edge-wide neck), so the welded mesh stays 2-manifold."""
     while inside.any():
-        core = _interior(inside)
+        core = _corners(inside)[0]
         bad = inside & ~(core[:-1, :-1] | core[:-1, 1:] | core[1:, :-1] | core[1:, 1:])
         bad[:-1] |= inside[:-1] & inside[1:] & ~core[1:-1, :-1] & ~core[1:-1, 1:]
         bad[:, :-1] |= inside[:, :-1] & inside[:, 1:] & ~core[:-1, 1:-1] & ~core[1:, 1:-1]
@@ -158,41 +168,40 @@ def _repair(inside: np.ndarray) -> np.ndarray:
 def _chamfer(core: np.ndarray) -> np.ndarray:
     """Chamfer (1, sqrt 2) distance from each lifted corner to the nearest outline corner."""
     dist = np.where(core, np.float32(np.inf), np.float32(0))
-    steps = [(dy, dx, np.float32(np.hypot(dy, dx))) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    costs = [np.float32(np.hypot(i - 1, j - 1)) for i in range(3) for j in range(3)]
     while True:
-        padded, new = np.pad(dist, 1, constant_values=0), dist.copy()
-        h, w = dist.shape
-        for dy, dx, cost in steps:
-            np.minimum(new, padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] + cost, out=new)
+        new = np.minimum.reduce([w + cost for w, cost in zip(_windows(dist), costs, strict=True)])
         if np.array_equal(new, dist):
             return dist
         dist = new
 
 
 def _texture(crop: Image.Image) -> Image.Image:
-    """The crop as RGB, with the background painted in nearby object colour (no halos)."""
+    """The crop as RGB with the background painted in the object's nearby colour, so that
+    texels bleeding over the outline (filtering, mip-maps) show no background halo."""
+    rgb = np.asarray(crop.convert("RGB"), np.float32)
+    alpha = np.asarray(crop.getchannel("A")) >= 128
+    if alpha.any():  # average object colour per coarse cell, smoothly spread outwards
+        weight = _resized(alpha, (32, 32), _BOX)
+        sums = np.stack([_resized(rgb[..., k] * alpha, (32, 32), _BOX) for k in range(3)], -1)
+        coarse = np.where(weight[..., None] > 1e-3, sums / np.maximum(weight, 1e-3)[..., None], 0)
+        coarse[weight <= 1e-3] = rgb[alpha].mean(axis=0)
+        fill = np.stack([_resized(coarse[..., k], crop.size, Image.BILINEAR) for k in range(3)], -1)
+        rgb = np.where(alpha[..., None], rgb, fill)
     side = min(TEXTURE_PX, 1 << max(0, crop.width - 1).bit_length())  # a power of two
-    rgba = crop.convert("RGBa").resize((side, side), Image.Resampling.LANCZOS).convert("RGBA")
-    spread = rgba.convert("RGBa").filter(ImageFilter.GaussianBlur(side / 24)).convert("RGBA")
-    src, near = np.asarray(rgba).astype(np.float32), np.asarray(spread).astype(np.float32)
-    alpha = src[..., 3:] / 255
-    mean = (src[..., :3] * alpha).sum((0, 1)) / max(1e-6, alpha.sum())
-    fill = np.where(near[..., 3:] > 0, near[..., :3], mean)
-    rgb = src[..., :3] * alpha + fill * (1 - alpha)
-    return Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), "RGB")
+    texture = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), "RGB")
+    return texture.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def _resized(a: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(a.astype(np.float32), "F").resize(size, resample))
 
 
 def _export(inside: np.ndarray, lum: np.ndarray, texture: Image.Image, seed: int) -> bytes:
-    core = _interior(inside)
-    used = np.pad(inside, 1)  # corners touching at least one inside cell
-    used = used[:-1, :-1] | used[:-1, 1:] | used[1:, :-1] | used[1:, 1:]
+    core, used = _corners(inside)
     dist = _chamfer(core)
     for _ in range(3):  # soften the ridges a distance transform leaves along the medial axis
-        padded = np.pad(dist, 1)
-        h, w = dist.shape
-        dist = np.where(
-            core, sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9, 0
-        )
+        dist = np.where(core, sum(_windows(dist)) / 9, 0)
     # a circular arc over the local half-width: round like a balloon, thin parts stay thin
     depth = 0.55 + 0.1 * np.random.default_rng(seed).random()
     height = depth * np.sqrt(dist * (2 * dist.max() - dist)) * (1 + 0.3 * (lum - 0.5))
@@ -233,11 +242,10 @@ def _export(inside: np.ndarray, lum: np.ndarray, texture: Image.Image, seed: int
 def _tidy_tree(tree: dict) -> None:
     """Say who made the file, and give buffer views the GPU targets the validator hints at."""
     tree["asset"]["generator"] = "hunyuan_assets emulator (trimesh)"
+    views, accessors = tree["bufferViews"], tree["accessors"]
     for mesh in tree["meshes"]:
-        mesh.pop("extras", None)
+        mesh.pop("extras", None)  # trimesh writes an empty one
         for primitive in mesh["primitives"]:
             for accessor in primitive["attributes"].values():
-                tree["bufferViews"][tree["accessors"][accessor]["bufferView"]]["target"] = 34962
-            tree["bufferViews"][tree["accessors"][primitive["indices"]]["bufferView"]]["target"] = (
-                34963
-            )
+                views[accessors[accessor]["bufferView"]]["target"] = 34962  # ARRAY_BUFFER
+            views[accessors[primitive["indices"]]["bufferView"]]["target"] = 34963  # ELEMENT_...

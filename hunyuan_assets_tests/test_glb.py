@@ -1,0 +1,415 @@
+"""glb: GLB inspection and the numpy preview renderer, on meshes built here with trimesh."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image, ImageDraw
+from trimesh.visual import TextureVisuals
+from trimesh.visual.material import PBRMaterial
+
+from hunyuan_assets.glb import MeshError, MeshInfo, inspect_glb, render_preview
+
+# Largest channel difference from the corner pixel that still counts as background.
+BACKGROUND_TOLERANCE = 6
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def solid_texture(rgb: tuple[int, int, int], size: int = 32) -> Image.Image:
+    return Image.new("RGB", (size, size), rgb)
+
+
+def checker_texture(size: int = 64) -> Image.Image:
+    yy, xx = np.mgrid[:size, :size]
+    cells = ((yy // 8 + xx // 8) % 2).astype(bool)
+    pixels = np.where(cells[..., None], (230, 200, 40), (200, 30, 30)).astype(np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def uv_sphere(rows: int = 24, cols: int = 48, radius: float = 1.0) -> tuple[np.ndarray, ...]:
+    """A latitude/longitude sphere split the way texturing splits it: a duplicated seam column
+    (u = 0 and u = 1) and one pole vertex per column. Closed only once welded by position."""
+    lat = np.linspace(0.0, math.pi, rows + 1)  # 0 = north pole
+    lon = np.linspace(0.0, 2.0 * math.pi, cols + 1)  # last column repeats the first
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    vertices = np.stack(
+        [np.sin(la) * np.sin(lo), np.cos(la), np.sin(la) * np.cos(lo)], axis=-1
+    ).reshape(-1, 3)
+    vertices *= radius
+    uv = np.stack([lo / (2.0 * math.pi), 1.0 - la / math.pi], axis=-1).reshape(-1, 2)
+
+    def index(i: int, j: int) -> int:
+        return i * (cols + 1) + j
+
+    faces = []
+    for i in range(rows):
+        for j in range(cols):
+            a, b, c, d = index(i, j), index(i + 1, j), index(i + 1, j + 1), index(i, j + 1)
+            if i > 0:  # skip the zero-area triangle at the north pole
+                faces.append((a, b, d))
+            if i < rows - 1:  # and at the south pole
+                faces.append((d, b, c))
+    return vertices, np.array(faces), uv
+
+
+def textured_sphere(texture: Image.Image, **kwargs: int) -> trimesh.Trimesh:
+    vertices, faces, uv = uv_sphere(**kwargs)
+    material = PBRMaterial(baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=0.7)
+    return trimesh.Trimesh(
+        vertices, faces, visual=TextureVisuals(uv=uv, material=material), process=False
+    )
+
+
+def textured_box(texture: Image.Image) -> trimesh.Trimesh:
+    """A unit box with each face carrying the whole texture, upright (image top = +Y side)."""
+    box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    box.unmerge_vertices()  # every face its own corners, so each can have its own UVs
+    v = box.vertices
+    normals = np.repeat(box.face_normals, 3, axis=0)
+    uv = np.empty((len(v), 2))
+    side = np.abs(normals[:, 1]) < 0.5
+    # sides: u along the horizontal axis, v up; top/bottom: planar in x, z
+    uv[side, 0] = 0.5 + (v[side, 0] * normals[side, 2] - v[side, 2] * normals[side, 0])
+    uv[side, 1] = 0.5 + v[side, 1]
+    uv[~side, 0] = 0.5 + v[~side, 0]
+    uv[~side, 1] = 0.5 - v[~side, 2]
+    material = PBRMaterial(baseColorTexture=texture, metallicFactor=0.0)
+    box.visual = TextureVisuals(uv=uv, material=material)
+    return box
+
+
+def glb_of(*meshes: trimesh.Trimesh) -> bytes:
+    scene = trimesh.Scene()
+    for i, mesh in enumerate(meshes):
+        scene.add_geometry(mesh, geom_name=f"mesh_{i}")
+    return scene.export(file_type="glb")
+
+
+def make_glb(gltf: dict, binary: bytes = b"", version: int = 2, magic: bytes = b"glTF") -> bytes:
+    """Pack a glTF JSON (and optional BIN chunk) into GLB bytes by hand."""
+    body = json.dumps(gltf).encode()
+    body += b" " * (-len(body) % 4)
+    chunks = struct.pack("<II", len(body), 0x4E4F534A) + body
+    if binary:
+        binary += b"\0" * (-len(binary) % 4)
+        chunks += struct.pack("<II", len(binary), 0x004E4942) + binary
+    return struct.pack("<4sII", magic, version, 12 + len(chunks)) + chunks
+
+
+def split_glb(data: bytes) -> tuple[dict, bytes]:
+    (json_length,) = struct.unpack_from("<I", data, 12)
+    gltf = json.loads(data[20 : 20 + json_length])
+    offset = 20 + json_length
+    binary = b""
+    if offset + 8 <= len(data):
+        (bin_length,) = struct.unpack_from("<I", data, offset)
+        binary = data[offset + 8 : offset + 8 + bin_length]
+    return gltf, binary
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("RGB")).astype(np.int64)
+
+
+def foreground(pixels: np.ndarray) -> np.ndarray:
+    """Pixels that differ from the background (read from the top-left corner)."""
+    return np.abs(pixels - pixels[0, 0]).max(axis=-1) > BACKGROUND_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def checker_sphere_glb() -> bytes:
+    return glb_of(textured_sphere(checker_texture()))
+
+
+# ------------------------------------------------------------------------------ inspect
+
+
+def test_inspect_textured_sphere_is_closed_once_welded(checker_sphere_glb: bytes) -> None:
+    vertices, faces, _ = uv_sphere()
+    raw = trimesh.Trimesh(vertices, faces, process=False)
+    assert not raw.is_watertight  # the UV seam and the poles split it
+
+    info = inspect_glb(checker_sphere_glb)
+
+    assert isinstance(info, MeshInfo)
+    assert info.file_bytes == len(checker_sphere_glb)
+    assert info.vertices == len(vertices) == 25 * 49
+    assert info.faces == len(faces) == 2 * 24 * 48 - 2 * 48
+    assert info.welded_vertices == 23 * 48 + 2  # one per ring position, plus two poles
+    assert info.watertight
+    assert (info.materials, info.textures) == (1, 1)
+    assert info.has_pbr_material and info.has_base_color_texture
+    lo, hi = np.array(info.bounds)
+    np.testing.assert_allclose(lo, [-1.0, -1.0, -1.0], atol=1e-3)
+    np.testing.assert_allclose(hi, [1.0, 1.0, 1.0], atol=1e-3)
+
+
+def test_inspect_reads_a_path_like_bytes(tmp_path: Path, checker_sphere_glb: bytes) -> None:
+    path = tmp_path / "mesh.glb"
+    path.write_bytes(checker_sphere_glb)
+    assert inspect_glb(path) == inspect_glb(checker_sphere_glb)
+
+
+def test_inspect_textured_box() -> None:
+    info = inspect_glb(glb_of(textured_box(checker_texture())))
+    assert (info.vertices, info.faces, info.welded_vertices) == (36, 12, 8)
+    assert info.watertight
+    assert info.has_base_color_texture
+    assert info.bounds == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+
+
+def test_inspect_untextured_pbr_material() -> None:
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    mesh.visual = TextureVisuals(material=PBRMaterial(baseColorFactor=[0.2, 0.6, 0.2, 1.0]))
+    info = inspect_glb(glb_of(mesh))
+    assert (info.materials, info.textures) == (1, 0)
+    assert info.has_pbr_material
+    assert not info.has_base_color_texture
+    assert info.watertight
+    assert info.vertices == info.welded_vertices == len(mesh.vertices)
+
+
+def test_inspect_mesh_without_material() -> None:
+    mesh = trimesh.creation.icosphere(subdivisions=1)
+    info = inspect_glb(glb_of(mesh))
+    assert (info.materials, info.textures) == (0, 0)
+    assert not info.has_pbr_material and not info.has_base_color_texture
+    assert info.faces == 80 and info.watertight
+
+
+def test_open_mesh_is_not_watertight() -> None:
+    mesh = trimesh.creation.icosphere(subdivisions=1)
+    mesh.update_faces(np.arange(len(mesh.faces)) != 0)  # punch a hole
+    assert not inspect_glb(glb_of(mesh)).watertight
+
+
+def test_counts_cover_every_mesh_and_bounds_follow_the_scene_graph() -> None:
+    scene = trimesh.Scene()
+    scene.add_geometry(trimesh.creation.box(), geom_name="a")
+    scene.add_geometry(
+        trimesh.creation.icosphere(subdivisions=1),
+        geom_name="b",
+        transform=trimesh.transformations.translation_matrix([5.0, 0.0, 0.0]),
+    )
+    info = inspect_glb(scene.export(file_type="glb"))
+    assert (info.vertices, info.faces) == (8 + 42, 12 + 80)
+    assert info.watertight  # two separate closed shells
+    assert info.bounds[1][0] == pytest.approx(6.0, abs=1e-3)
+
+
+def test_base_color_texture_must_point_at_a_real_image(checker_sphere_glb: bytes) -> None:
+    gltf, binary = split_glb(checker_sphere_glb)
+    gltf["textures"][0]["source"] = 7  # no such image
+    assert not inspect_glb(make_glb(gltf, binary)).has_base_color_texture
+
+    gltf, binary = split_glb(checker_sphere_glb)
+    view = gltf["bufferViews"][gltf["images"][0]["bufferView"]]
+    start = view.get("byteOffset", 0)
+    binary = binary[:start] + b"\0" * view["byteLength"] + binary[start + view["byteLength"] :]
+    info = inspect_glb(make_glb(gltf, binary))  # the reference is fine, the bytes are not an image
+    assert info.textures == 1 and not info.has_base_color_texture
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "too short"),
+        (bytes(range(256)) * 4, "not a binary glTF"),
+        (b'{"asset": {"version": "2.0"}}', "looks like JSON"),
+        (make_glb({"asset": {"version": "1.0"}}, version=1), "glTF version 1"),
+        (make_glb({"asset": {"version": "2.0"}}, magic=b"gLTF"), "not a binary glTF"),
+        (make_glb({"asset": {"version": "1.0"}}), "asset.version '1.0'"),
+        (make_glb({"meshes": []}), "asset.version None"),
+        (make_glb({"asset": {"version": "2.0"}})[:-4], "truncated"),
+        (
+            struct.pack("<4sII", b"glTF", 2, 28) + struct.pack("<II", 8, 0x004E4942) + bytes(8),
+            "JSON",
+        ),
+        (
+            make_glb({"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": []}]}),
+            "has no geometry",
+        ),
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "gltf-json",
+        "glb-version-1",
+        "wrong-magic",
+        "asset-version-1",
+        "no-asset",
+        "truncated",
+        "no-json-chunk",
+        "empty-scene",
+    ],
+)
+def test_not_a_usable_glb_raises_mesh_error(data: bytes, message: str) -> None:
+    with pytest.raises(MeshError, match=message):
+        inspect_glb(data)
+    with pytest.raises(MeshError):
+        render_preview(data)
+
+
+def test_mesh_error_is_a_value_error() -> None:
+    assert issubclass(MeshError, ValueError)
+
+
+def test_broken_accessors_raise_mesh_error(checker_sphere_glb: bytes) -> None:
+    gltf, binary = split_glb(checker_sphere_glb)
+    gltf["accessors"][0]["bufferView"] = 99
+    with pytest.raises(MeshError, match="could not be parsed"):
+        inspect_glb(make_glb(gltf, binary))
+
+
+# ------------------------------------------------------------------------------ preview
+
+
+def test_preview_is_a_png_of_the_requested_size(checker_sphere_glb: bytes) -> None:
+    for size in (256, 96):
+        png = render_preview(checker_sphere_glb, size=size)
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG"
+        assert image.size == (size, size)
+    assert Image.open(io.BytesIO(render_preview(checker_sphere_glb))).size == (256, 256)
+
+
+def test_preview_rejects_a_silly_size(checker_sphere_glb: bytes) -> None:
+    with pytest.raises(ValueError, match="size"):
+        render_preview(checker_sphere_glb, size=2)
+
+
+def test_preview_is_deterministic(tmp_path: Path, checker_sphere_glb: bytes) -> None:
+    path = tmp_path / "mesh.glb"
+    path.write_bytes(checker_sphere_glb)
+    first = render_preview(checker_sphere_glb)
+    assert render_preview(checker_sphere_glb) == first
+    assert render_preview(path) == first
+
+
+def test_preview_shows_the_textured_object(checker_sphere_glb: bytes) -> None:
+    pixels = decode_png(render_preview(checker_sphere_glb))
+    mask = foreground(pixels)
+    assert 0.3 < mask.mean() < 0.8  # fitted with a margin, not touching the edges
+    assert not mask[:8].any() and not mask[-8:].any()
+    assert not mask[:, :8].any() and not mask[:, -8:].any()
+    colours = {tuple(p) for p in pixels[mask]}
+    assert len(colours) > 200  # texture and shading, not a flat silhouette
+    r, g, b = pixels[mask].T
+    yellow = (r > b + 60) & (g > b + 60)
+    red = (r > g + 60) & (r > b + 60)
+    assert yellow.mean() > 0.2 and red.mean() > 0.2  # both checker colours survive shading
+
+
+def test_preview_has_no_holes() -> None:
+    """A dense closed sphere covers a solid disc: no background pixel inside it."""
+    pixels = decode_png(render_preview(glb_of(textured_sphere(checker_texture(), rows=100))))
+    mask = foreground(pixels)
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    radius = (ys.max() - ys.min()) / 2
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    inner = (yy - cy) ** 2 + (xx - cx) ** 2 < (radius - 2) ** 2
+    assert mask[inner].all()
+
+
+def test_red_texture_renders_reddish() -> None:
+    pixels = decode_png(render_preview(glb_of(textured_sphere(solid_texture((210, 20, 20))))))
+    r, g, b = pixels[foreground(pixels)].T
+    assert ((r > g + 40) & (r > b + 40)).mean() > 0.95
+
+
+def test_texture_is_the_right_way_up() -> None:
+    """Upper half of the picture red, lower half blue: the box's sides show red above blue."""
+    texture = Image.new("RGB", (64, 64), (20, 40, 220))
+    ImageDraw.Draw(texture).rectangle((0, 0, 63, 31), fill=(220, 30, 30))
+    pixels = decode_png(render_preview(glb_of(textured_box(texture))))
+    rows = np.nonzero(foreground(pixels).any(axis=1))[0]
+    column = pixels[:, pixels.shape[1] // 3]  # through the box's front face
+    just_above_bottom = column[rows.max() - 20]
+    assert just_above_bottom[2] > just_above_bottom[0] + 60  # blue near the bottom
+    middle_upper = column[(rows.min() + rows.max()) // 2 - 12]
+    assert middle_upper[0] > middle_upper[2] + 60  # red above the middle of the front face
+
+
+def test_light_comes_from_the_upper_left() -> None:
+    mesh = trimesh.creation.icosphere(subdivisions=4)  # no material: neutral grey
+    pixels = decode_png(render_preview(glb_of(mesh)))
+    mask = foreground(pixels)
+    lum = pixels.sum(axis=-1)
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    inside = lum[ys, xs]
+    upper_left = inside[(ys < cy) & (xs < cx)]
+    lower_right = inside[(ys > cy) & (xs > cx)]
+    assert upper_left.mean() > lower_right.mean() + 60
+    r, g, b = pixels[mask].T
+    assert np.abs(r - g).max() <= 2 and np.abs(g - b).max() <= 2  # grey stays grey
+
+
+def test_vertex_colours_are_used_without_a_texture() -> None:
+    mesh = trimesh.creation.icosphere(subdivisions=3)
+    mesh.visual.face_colors = [30, 180, 40, 255]  # exported as COLOR_0
+    pixels = decode_png(render_preview(glb_of(mesh)))
+    r, g, b = pixels[foreground(pixels)].T
+    assert ((g > r + 40) & (g > b + 40)).mean() > 0.95
+
+
+def test_base_color_factor_is_used_without_a_texture() -> None:
+    mesh = trimesh.creation.icosphere(subdivisions=3)
+    mesh.visual = TextureVisuals(material=PBRMaterial(baseColorFactor=[0.05, 0.1, 0.8, 1.0]))
+    pixels = decode_png(render_preview(glb_of(mesh)))
+    r, g, b = pixels[foreground(pixels)].T
+    assert ((b > r + 40) & (b > g + 40)).mean() > 0.95
+
+
+def test_preview_of_a_40k_face_mesh_is_fast() -> None:
+    data = glb_of(textured_sphere(checker_texture(), rows=142, cols=142))
+    assert 39_000 < inspect_glb(data).faces < 41_000
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        render_preview(data)
+        best = min(best, time.perf_counter() - start)
+    assert best < 1.5, f"render took {best:.2f} s"
+
+
+# ------------------------------------------------------------------- emulator's meshes
+
+
+def test_emulator_mesh_inspects_and_previews(tmp_path: Path) -> None:
+    from hunyuan_assets.emulator.meshgen import image_to_glb
+
+    picture = Image.new("RGB", (320, 320), (250, 250, 250))
+    draw = ImageDraw.Draw(picture)
+    draw.ellipse((50, 70, 270, 290), fill=(200, 30, 30))
+    draw.rectangle((130, 20, 190, 100), fill=(180, 40, 30))
+    source = io.BytesIO()
+    picture.save(source, format="PNG")
+    data = image_to_glb(source.getvalue())
+
+    info = inspect_glb(data)
+    assert info.faces > 1000
+    assert info.watertight  # front and back sheets meet on the outline
+    assert info.welded_vertices < info.vertices  # split at the outline's UV seam
+    assert info.has_pbr_material and info.has_base_color_texture
+
+    png = render_preview(data)
+    (tmp_path / "emulator_preview.png").write_bytes(png)
+    pixels = decode_png(png)
+    mask = foreground(pixels)
+    assert mask.mean() > 0.2
+    r, g, b = pixels[mask].T
+    assert ((r > g + 40) & (r > b + 40)).mean() > 0.8  # the picture's red, shaded
+    assert len({tuple(p) for p in pixels[mask]}) > 100  # shaded, not flat
