@@ -215,7 +215,7 @@ def parse_prediction(data: Mapping[str, Any], **observed: Any) -> Prediction:
         status=str(data.get("status") or "").lower(),
         outputs=tuple(str(u) for u in data.get("outputs") or ()),
         has_nsfw_contents=tuple(bool(f) for f in data.get("has_nsfw_contents") or ()),
-        created_at=data.get("created_at") or None,
+        created_at=str(data.get("created_at") or "") or None,
         error=str(data.get("error") or "") or None,
         inference_ms=round(inference) if isinstance(inference, int | float) else None,
         raw=dict(data),
@@ -240,15 +240,16 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _message(body: Any, content: bytes) -> str:
-    if isinstance(body, Mapping):
-        text = body.get("message") or body.get("error") or body.get("detail")
-        if text:
-            return str(text)
-    text = content[:2000].decode("utf-8", "replace")
-    # Object stores (upload and output hosts) answer errors in XML: keep the human part.
-    found = re.search(r"<Message>(.*?)</Message>", text, re.S)
-    return (found[1] if found else text[:300]).strip() or "no message"
+def _message(body: Any, content: bytes, secret: str | None = None) -> str:
+    """The human part of an error answer, short, with `secret` scrubbed (should it echo)."""
+    text = body.get("message") or body.get("error") if isinstance(body, Mapping) else None
+    if not text:
+        raw = content[:4000].decode("utf-8", "replace")
+        # Object stores (upload and output hosts) answer errors in XML: keep the human part.
+        found = re.search(r"<Message>(.*?)</Message>", raw, re.S)
+        text = found[1] if found else raw
+    text = " ".join(str(text).split())[:500] or "no message"
+    return text.replace(secret, "[redacted]") if secret else text
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -286,9 +287,7 @@ def parse_envelope(
         if kind == "submit":
             raise SubmissionUncertainError(f"{text}. {_UNCERTAIN_ADVICE}", status_code=status_code)
         raise ServerError(text, status_code=status_code, prediction_id=prediction_id)
-    message = _message(body, content)
-    if secret:
-        message = message.replace(secret, "[redacted]")
+    message = _message(body, content, secret)
     raise error_for_status(
         kind,
         status_code,
@@ -498,7 +497,7 @@ class _Request:
     kind: CallKind
     method: str
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # holds the key
     timeout: httpx.Timeout
     json: Any = None
     api: bool = True  # an endpoint of the WaveSpeed API (envelope + auth), not a file host
@@ -585,7 +584,7 @@ class _Protocol:
                 req.kind,
                 status,
                 api_code=None,
-                message=_message(None, content),
+                message=_message(None, content, self.settings.api_key),
                 where=req.where,
                 retry_after=parse_retry_after(headers.get("retry-after")),
                 api=False,
@@ -914,7 +913,11 @@ class Hunyuan3DClient:
         model: str | None = None,
         on_submitted: Callable[[Prediction], None] | None = None,
     ) -> GenerationResult:
-        """Upload (if local), submit, wait, and download the mesh at once (URLs expire)."""
+        """Upload (if local), submit, wait, and download the mesh at once (URLs expire).
+
+        `on_submitted` runs before the wait: record the prediction id there, so a crash
+        or a PredictionTimeoutError can be resumed with `wait(id)` instead of paid twice.
+        """
         image_url = image if _is_remote(image) else self.upload(Path(image))
         prediction = self.submit(str(image_url), model=model)
         if on_submitted is not None:

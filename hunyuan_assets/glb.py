@@ -313,6 +313,17 @@ _NEUTRAL = np.array([0.72, 0.72, 0.72])  # sRGB, meshes with no colour at all
 _CREASE_COS = math.cos(math.radians(50.0))  # sharper edges keep flat-shaded faces
 _MAX_TEXTURE = 1024  # larger textures are box-filtered down first (a cheap mipmap)
 _RASTER_BUDGET = 1 << 20  # candidate pixels per vectorised batch
+_BIG_TRIANGLE = 2048  # bounding-box pixels above which a triangle is rasterised on its own
+_EDGE_EPS = 1e-9  # inclusive edges: neighbours both claim a shared edge, so no cracks
+_NO_FACE = np.iinfo(np.int64).max
+_LINEAR_TO_SRGB8 = np.rint(  # 16-bit linear in, 8-bit sRGB out: a table beats pow()
+    255.0
+    * np.where(
+        np.linspace(0.0, 1.0, 1 << 16) <= 0.0031308,
+        np.linspace(0.0, 1.0, 1 << 16) * 12.92,
+        1.055 * np.linspace(0.0, 1.0, 1 << 16) ** (1 / 2.4) - 0.055,
+    )
+).astype(np.uint8)
 _SRGB_TO_LINEAR = np.where(
     np.arange(256) / 255.0 <= 0.04045,
     np.arange(256) / 255.0 / 12.92,
@@ -341,17 +352,17 @@ def render_preview(source: Path | bytes, *, size: int = 256) -> bytes:
     vertices = np.where(finite[:, None], vertices, 0.0)
     rotation = _rotation(_YAW, _PITCH)
     view = vertices @ rotation.T
-    supersample = 2 if size <= 1024 else 1
+    supersample = 2 if size <= 512 else 1  # big previews alias less; 4x the pixels costs
     width = size * supersample
     screen = _fit_to_screen(view, faces, width)
-    face_id = _rasterize(screen, view[:, 2], faces, width)
-    covered = face_id >= 0
-    pixels = np.flatnonzero(covered)
+    coefficients = _edge_coefficients(screen, faces)
+    face_id = _rasterize(screen, view[:, 2], faces, coefficients, width)
+    pixels = np.flatnonzero(face_id >= 0)
     fid = face_id[pixels]
-    bary = _barycentrics(screen, faces, fid, pixels, width)
+    bary = _barycentrics(coefficients, fid, pixels, width)
 
     normals = _corner_normals(view, faces)  # (F, 3, 3) per-corner, view space
-    n = np.einsum("pc,pcd->pd", bary, normals[fid])
+    n = np.einsum("pc,pcd->pd", bary, np.take(normals, fid, axis=0))
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     n[n[:, 2] < 0] *= -1.0  # two-sided: open or inside-out surfaces still catch the light
     lambert = np.clip(n @ _LIGHT, 0.0, None)
@@ -405,15 +416,23 @@ def _edge_coefficients(screen: np.ndarray, faces: np.ndarray) -> tuple[np.ndarra
     return np.stack([a1, b1, c1], axis=1), np.stack([a2, b2, c2], axis=1)
 
 
-def _rasterize(screen: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: int) -> np.ndarray:
-    """Nearest face index per pixel (-1 = background), in vectorised batches.
+def _rasterize(
+    screen: np.ndarray,
+    depth: np.ndarray,
+    faces: np.ndarray,
+    coefficients: tuple[np.ndarray, np.ndarray],
+    width: int,
+) -> np.ndarray:
+    """Nearest face index per pixel (-1 = background).
 
-    Each candidate pixel's key packs (quantised depth << 32 | face index) so one
-    np.minimum.at is the whole z-test, and ties resolve to the lower face index.
+    Each candidate pixel's key packs (quantised depth << 32 | face index), so keeping the
+    minimum key is the whole z-test and ties resolve to the lower face index, whatever
+    order the work is done in. Small triangles (the bulk of a dense mesh) are done in
+    vectorised batches of candidate pixels; big ones one by one over their bounding box.
     """
     if len(faces) >= 1 << 32:
         raise MeshError("too many faces to render a preview")
-    coeff1, coeff2 = _edge_coefficients(screen, faces)
+    coeff1, coeff2 = coefficients
     valid = np.abs(coeff1).sum(axis=1) > 0
     tri = screen[faces]  # (F, 3, 2)
     x_lo = np.clip(np.ceil(tri[:, :, 0].min(axis=1) - 0.5), 0, width).astype(np.int64)
@@ -421,50 +440,58 @@ def _rasterize(screen: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: 
     y_lo = np.clip(np.ceil(tri[:, :, 1].min(axis=1) - 0.5), 0, width).astype(np.int64)
     y_hi = np.clip(np.floor(tri[:, :, 1].max(axis=1) - 0.5), -1, width - 1).astype(np.int64)
     spans = np.maximum(x_hi - x_lo + 1, 0)
-    heights = np.maximum(y_hi - y_lo + 1, 0) * valid
-
-    # Big triangles become bands of rows, so no batch exceeds the budget at any size.
-    band_rows = np.maximum(_RASTER_BUDGET // np.maximum(spans, 1), 1)
-    bands = np.where(spans > 0, -(-heights // band_rows), 0)
-    band_face = np.repeat(np.arange(len(faces)), bands)
-    band_index = np.arange(len(band_face)) - np.repeat(np.cumsum(bands) - bands, bands)
-    band_y = y_lo[band_face] + band_index * band_rows[band_face]
-    band_h = np.minimum(band_rows[band_face], y_hi[band_face] + 1 - band_y)
-    counts = spans[band_face] * band_h
+    counts = spans * np.maximum(y_hi - y_lo + 1, 0) * valid
 
     zf = depth[faces]  # (F, 3)
     z_near, z_far = float(zf.max()), float(zf.min())
     z_scale = ((1 << 31) - 1) / max(z_near - z_far, 1e-12)
+    z0, dz1, dz2 = zf[:, 0], zf[:, 1] - zf[:, 0], zf[:, 2] - zf[:, 0]
 
-    keys = np.full(width * width, np.iinfo(np.int64).max, dtype=np.int64)
-    cumulative = np.cumsum(counts)
-    total = int(cumulative[-1]) if len(cumulative) else 0
+    def depth_keys(face: np.ndarray, b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
+        z = z0[face] + b1 * dz1[face] + b2 * dz2[face]
+        quantised = np.clip((z_near - z) * z_scale, 0, (1 << 31) - 1).astype(np.int64)
+        return (quantised << 32) | face
+
+    keys = np.full(width * width, _NO_FACE, dtype=np.int64)
+    small = np.flatnonzero((counts > 0) & (counts <= _BIG_TRIANGLE))
+    cumulative = np.cumsum(counts[small])
+    total = int(cumulative[-1]) if len(small) else 0
     cuts = np.searchsorted(cumulative, np.arange(_RASTER_BUDGET, total, _RASTER_BUDGET))
-    for batch in np.split(np.arange(len(counts)), cuts) if total else []:
+    for batch in np.split(small, cuts) if total else []:
         n = counts[batch]
-        owner = np.repeat(batch, n)
+        face = np.repeat(batch, n)
         local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        face = band_face[owner]
         span = spans[face]
         px = x_lo[face] + local % span
-        py = band_y[owner] + local // span
+        py = y_lo[face] + local // span
         cx, cy = px + 0.5, py + 0.5
-        c1, c2 = coeff1[face], coeff2[face]
+        c1, c2 = np.take(coeff1, face, axis=0), np.take(coeff2, face, axis=0)
         b1 = c1[:, 0] * cx + c1[:, 1] * cy + c1[:, 2]
         b2 = c2[:, 0] * cx + c2[:, 1] * cy + c2[:, 2]
-        inside = (b1 >= -1e-9) & (b2 >= -1e-9) & (b1 + b2 <= 1.0 + 1e-9)
-        face, b1, b2 = face[inside], b1[inside], b2[inside]
-        z = zf[face, 0] + b1 * (zf[face, 1] - zf[face, 0]) + b2 * (zf[face, 2] - zf[face, 0])
-        quantised = np.clip((z_near - z) * z_scale, 0, (1 << 31) - 1).astype(np.int64)
-        np.minimum.at(keys, py[inside] * width + px[inside], (quantised << 32) | face)
-    return np.where(keys == np.iinfo(np.int64).max, -1, keys & 0xFFFFFFFF)
+        inside = (b1 >= -_EDGE_EPS) & (b2 >= -_EDGE_EPS) & (b1 + b2 <= 1.0 + _EDGE_EPS)
+        keyed = depth_keys(face[inside], b1[inside], b2[inside])
+        np.minimum.at(keys, py[inside] * width + px[inside], keyed)
+
+    for f in np.flatnonzero(counts > _BIG_TRIANGLE):
+        cx = np.arange(x_lo[f], x_hi[f] + 1) + 0.5
+        rows_per_band = max(1, _RASTER_BUDGET // len(cx))
+        for top in range(y_lo[f], y_hi[f] + 1, rows_per_band):
+            cy = np.arange(top, min(top + rows_per_band, y_hi[f] + 1))[:, None] + 0.5
+            b1 = coeff1[f, 0] * cx + (coeff1[f, 1] * cy + coeff1[f, 2])
+            b2 = coeff2[f, 0] * cx + (coeff2[f, 1] * cy + coeff2[f, 2])
+            inside = (b1 >= -_EDGE_EPS) & (b2 >= -_EDGE_EPS) & (b1 + b2 <= 1.0 + _EDGE_EPS)
+            rows, cols = np.nonzero(inside)
+            pixel = (rows + top) * width + cols + x_lo[f]
+            keyed = depth_keys(np.full(len(rows), f), b1[inside], b2[inside])
+            keys[pixel] = np.minimum(keys[pixel], keyed)  # one face: no repeated pixels
+    return np.where(keys == _NO_FACE, -1, keys & 0xFFFFFFFF)
 
 
 def _barycentrics(
-    screen: np.ndarray, faces: np.ndarray, fid: np.ndarray, pixels: np.ndarray, width: int
+    coefficients: tuple[np.ndarray, np.ndarray], fid: np.ndarray, pixels: np.ndarray, width: int
 ) -> np.ndarray:
     """(P, 3) weights of the winning face's corners at each covered pixel centre."""
-    coeff1, coeff2 = _edge_coefficients(screen, faces[fid])
+    coeff1, coeff2 = np.take(coefficients[0], fid, axis=0), np.take(coefficients[1], fid, axis=0)
     cx, cy = pixels % width + 0.5, pixels // width + 0.5
     b1 = coeff1[:, 0] * cx + coeff1[:, 1] * cy + coeff1[:, 2]
     b2 = coeff2[:, 0] * cx + coeff2[:, 1] * cy + coeff2[:, 2]
@@ -504,7 +531,8 @@ def _albedo(parts: list[_Part], fid: np.ndarray, bary: np.ndarray) -> np.ndarray
         mine = np.flatnonzero(owner == index)
         if len(mine):
             local = fid[mine] - face_start[index]
-            albedo[mine] = _part_albedo(part.mesh, part.faces[local], bary[mine], local)
+            corners = np.take(part.faces, local, axis=0)
+            albedo[mine] = _part_albedo(part.mesh, corners, bary[mine], local)
     return albedo
 
 
@@ -522,13 +550,13 @@ def _part_albedo(
         uv = getattr(visual, "uv", None)
         if image is not None and uv is not None and len(uv) == len(mesh.vertices):
             uv = np.asarray(uv, dtype=np.float64)
-            texel_uv = np.einsum("pc,pcd->pd", bary, uv[corners])
+            texel_uv = np.einsum("pc,pcd->pd", bary, np.take(uv, corners, axis=0))
             return _sample_texture(image, texel_uv) * (1.0 if factor is None else factor)
         if factor is not None:
             return np.broadcast_to(factor, (len(bary), 3))
     elif kind == "vertex":
         colours = _srgb8_to_linear(np.asarray(visual.vertex_colors)[:, :3])
-        return np.einsum("pc,pcd->pd", bary, colours[corners])
+        return np.einsum("pc,pcd->pd", bary, np.take(colours, corners, axis=0))
     elif kind == "face":
         return _srgb8_to_linear(np.asarray(visual.face_colors)[local_faces, :3])
     return np.broadcast_to(_srgb_to_linear(_NEUTRAL), (len(bary), 3))
@@ -579,6 +607,5 @@ def _srgb_to_linear(values: np.ndarray) -> np.ndarray:
 
 
 def _linear_to_srgb8(values: np.ndarray) -> np.ndarray:
-    values = np.clip(values, 0.0, 1.0)
-    srgb = np.where(values <= 0.0031308, values * 12.92, 1.055 * values ** (1 / 2.4) - 0.055)
-    return np.rint(srgb * 255.0).astype(np.uint8)
+    index = np.rint(np.clip(values, 0.0, 1.0) * (len(_LINEAR_TO_SRGB8) - 1)).astype(np.int64)
+    return _LINEAR_TO_SRGB8[index]

@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 __all__ = [
     "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
+    "DEFAULT_URL_EXPIRY",
     "MAX_KEY_LENGTH",
     "SAMPLES_DIR",
     "FolderImageSource",
@@ -59,9 +60,9 @@ _PATH_SEPARATOR = "__"  # never occurs inside a sanitised segment, so '/' maps b
 
 # Directories that sync tools and NAS boxes fill with thumbnails and metadata.
 _IGNORED_DIR_NAMES = frozenset({"__macosx", "@eadir", "$recycle.bin"})
-# Lock files and partial downloads that may carry an image suffix.
+# Hidden files, editor/Office lock files ('~$x.png') and rsync/syncthing temp copies
+# ('.x.png.Ab12Cd') start like this; partial downloads end in '.part' etc., not an image suffix.
 _TEMP_PREFIXES = ("~", "#", ".")
-_TEMP_MARKERS = (".part.", ".tmp.", ".crdownload.", ".download.")
 
 DEFAULT_URL_EXPIRY = 3600
 _MAX_URL_EXPIRY = 7 * 24 * 3600  # the SigV4 limit for presigned URLs
@@ -111,15 +112,11 @@ _LATIN = {
     "Đ": "D", "đ": "d", "Ð": "D", "ð": "d", "Ł": "L", "ł": "l", "Þ": "TH", "þ": "th",
     "Ħ": "H", "ħ": "h", "ı": "i", "Ŀ": "L", "ŀ": "l", "Ŋ": "NG", "ŋ": "ng", "ſ": "s",
 }  # fmt: skip
-_CYRILLIC = dict(
-    zip(
-        "абвгґдеєёжзиіїйклмнопрстуфхцчшщъыьэюя",
-        (
-            "a b v g g d e ye yo zh z i i yi y k l m n o p r s t u f kh ts ch sh shch _ y _ e yu ya"
-        ).split(),
-        strict=True,
-    )
+_CYRILLIC_ASCII = (
+    "a b v g g d e ye yo zh z i i yi y k l m n o p r s t u f kh ts ch sh shch"
+    " _ y _ e yu ya"  # '_': the hard and soft signs, which have no sound of their own
 )
+_CYRILLIC = dict(zip("абвгґдеєёжзиіїйклмнопрстуфхцчшщъыьэюя", _CYRILLIC_ASCII.split(), strict=True))
 _GREEK = dict(
     zip(
         "αβγδεζηθικλμνξοπρσςτυφχψω",
@@ -133,7 +130,7 @@ def _transliteration_table() -> dict[int, str]:
     table = dict(_LATIN)
     for letters in (_CYRILLIC, _GREEK):
         for lower, ascii_ in letters.items():
-            ascii_ = "" if ascii_ == "_" else ascii_  # hard and soft signs have no sound
+            ascii_ = "" if ascii_ == "_" else ascii_
             table[lower] = ascii_
             table.setdefault(lower.upper(), ascii_.capitalize())
     return str.maketrans(table)
@@ -260,10 +257,9 @@ def _is_ignored_dir(name: str) -> bool:
 
 
 def _is_image_name(name: str) -> bool:
-    lower = name.lower()
-    if name.startswith(_TEMP_PREFIXES) or any(m in lower for m in _TEMP_MARKERS):
+    if name.startswith(_TEMP_PREFIXES):
         return False
-    return os.path.splitext(lower)[1] in IMAGE_SUFFIXES
+    return os.path.splitext(name.lower())[1] in IMAGE_SUFFIXES
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,13 +282,19 @@ def describe_image(data: bytes | bytearray | memoryview) -> ImageInfo:
         with Image.open(io.BytesIO(data)) as im:
             fmt, (width, height) = im.format, im.size
     except UnidentifiedImageError:
+        if (sniffed := _sniff(data)) != "image":  # the right magic, then garbage or nothing
+            raise InvalidImageError(
+                f"corrupt or truncated {sniffed} header ({len(data)} bytes)"
+            ) from None
         raise InvalidImageError(
             f"not a recognised image: {len(data)} bytes starting {data[:12]!r}; expected {expected}"
         ) from None
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"image is too large to decode safely: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for broken headers
-        raise InvalidImageError(f"unreadable image header ({len(data)} bytes): {exc}") from exc
+        raise InvalidImageError(
+            f"corrupt or truncated {_sniff(data)} header ({len(data)} bytes): {exc}"
+        ) from exc
     if fmt not in IMAGE_FORMATS:
         raise InvalidImageError(f"unsupported image format {fmt}; expected {expected}")
     if width <= 0 or height <= 0:
@@ -309,6 +311,17 @@ def describe_image(data: bytes | bytearray | memoryview) -> ImageInfo:
             f"corrupt or truncated {fmt} image ({len(data)} bytes, {width}x{height}): {exc}"
         ) from exc
     return ImageInfo(sha256=digest, size=len(data), width=width, height=height, format=fmt)
+
+
+def _sniff(data: bytes) -> str:
+    """Name the format from its magic bytes, for messages about files Pillow cannot open."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return "image"
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,8 +385,10 @@ class FolderImageSource(ImageSource):
     def _walk(self, folder: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         try:
             entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            return  # removed or unreadable while we walked: it is simply not there now
+        except OSError:
+            if folder == self.root:
+                raise
+            return  # a subfolder removed or unreadable while we walked: not there now
         for entry in entries:
             relative = f"{prefix}{entry.name}"
             try:
@@ -382,8 +397,8 @@ class FolderImageSource(ImageSource):
                         yield from self._walk(Path(entry.path), relative + "/")
                 elif _is_image_name(entry.name) and entry.is_file():
                     yield relative, entry.stat()
-            except (FileNotFoundError, PermissionError):
-                continue
+            except OSError:
+                continue  # deleted between listing and stat, or a symlink loop
 
     def _path(self, ref: ImageRef) -> Path:
         parts = PurePosixPath(ref.relative_path).parts

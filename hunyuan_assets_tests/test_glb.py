@@ -385,6 +385,28 @@ def test_preview_of_a_40k_face_mesh_is_fast() -> None:
     assert best < 1.5, f"render took {best:.2f} s"
 
 
+def test_big_preview_of_big_triangles_is_solid() -> None:
+    """A 12-triangle box at 1024 px: big triangles take the banded path and meet seamlessly."""
+    pixels = decode_png(render_preview(glb_of(trimesh.creation.box()), size=1024))
+    assert pixels.shape == (1024, 1024, 3)
+    mask = foreground(pixels)
+    ys, xs = np.nonzero(mask)
+    rows = slice(ys.min() + 4, ys.max() - 3)
+    for y in range(rows.start, rows.stop, 7):  # each row of the silhouette is one solid run
+        run = np.flatnonzero(mask[y])
+        assert run[-1] - run[0] + 1 == len(run)
+
+
+def test_non_finite_positions_are_left_out_of_the_preview() -> None:
+    box = trimesh.creation.box()
+    vertices = np.vstack([box.vertices, [[np.nan, 0.0, 0.0]]])
+    faces = np.vstack([box.faces, [[0, 1, 8]]])
+    data = glb_of(trimesh.Trimesh(vertices, faces, process=False))
+    info = inspect_glb(data)
+    assert info.faces == 13 and info.bounds == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+    assert foreground(decode_png(render_preview(data))).mean() > 0.3
+
+
 # ------------------------------------------------------------------- emulator's meshes
 
 

@@ -161,6 +161,7 @@ def test_same_input_gives_the_same_bytes() -> None:
     assert image_to_glb(data) == image_to_glb(data) == glb_for("plain")
     assert image_to_glb(data, seed=1) == image_to_glb(data, seed=1)
     assert image_to_glb(data, seed=1) != glb_for("plain")
+    assert image_to_glb(data, seed=-1) != glb_for("plain")  # the CLI accepts any int
 
 
 def test_different_images_give_different_meshes() -> None:
@@ -233,3 +234,20 @@ def test_a_512px_picture_takes_well_under_a_second() -> None:
         image_to_glb(data)
         timings.append(time.perf_counter() - started)
     assert min(timings) < 1.0, timings
+
+
+def test_the_validator_catches_a_broken_glb(tmp_path: Path) -> None:
+    """Guards the guard: a validator that always passed would make the tests above vacuous."""
+    glb = glb_for("plain")
+    tree = gltf_json(glb)
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    binary_chunk = glb[20 + json_length :]
+    position = tree["meshes"][0]["primitives"][0]["attributes"]["POSITION"]
+    tree["accessors"][position]["max"] = [9.0, 9.0, 9.0]  # the data says otherwise
+    text = json.dumps(tree).encode()
+    text += b" " * (-len(text) % 4)
+    header = struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(text) + len(binary_chunk))
+    path = tmp_path / "broken.glb"
+    path.write_bytes(header + struct.pack("<I4s", len(text), b"JSON") + text + binary_chunk)
+    with pytest.raises(AssertionError, match="ACCESSOR_MAX_MISMATCH"):
+        validate_glb(path)

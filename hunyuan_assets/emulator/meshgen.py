@@ -42,7 +42,7 @@ def _decode(data: bytes) -> np.ndarray:
     try:
         img = Image.open(io.BytesIO(data))
         if img.format == "JPEG":
-            img.draft("RGB", (2 * TEXTURE_PX, 2 * TEXTURE_PX))  # decode big JPEGs at 1/n scale
+            img.draft("RGB", (TEXTURE_PX, TEXTURE_PX))  # big JPEGs: decode at 1/2..1/8 scale
         img = ImageOps.exif_transpose(img)
         img.load()
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, ...)
@@ -184,8 +184,8 @@ def _texture(crop: Image.Image) -> Image.Image:
     if alpha.any():  # average object colour per coarse cell, smoothly spread outwards
         weight = _resized(alpha, (32, 32), _BOX)
         sums = np.stack([_resized(rgb[..., k] * alpha, (32, 32), _BOX) for k in range(3)], -1)
-        coarse = np.where(weight[..., None] > 1e-3, sums / np.maximum(weight, 1e-3)[..., None], 0)
-        coarse[weight <= 1e-3] = rgb[alpha].mean(axis=0)
+        coarse = sums / np.maximum(weight, 1e-3)[..., None]
+        coarse[weight <= 1e-3] = rgb[alpha].mean(axis=0)  # far from the object: its mean
         fill = np.stack([_resized(coarse[..., k], crop.size, Image.BILINEAR) for k in range(3)], -1)
         rgb = np.where(alpha[..., None], rgb, fill)
     side = min(TEXTURE_PX, 1 << max(0, crop.width - 1).bit_length())  # a power of two
@@ -203,7 +203,7 @@ def _export(inside: np.ndarray, lum: np.ndarray, texture: Image.Image, seed: int
     for _ in range(3):  # soften the ridges a distance transform leaves along the medial axis
         dist = np.where(core, sum(_windows(dist)) / 9, 0)
     # a circular arc over the local half-width: round like a balloon, thin parts stay thin
-    depth = 0.55 + 0.1 * np.random.default_rng(seed).random()
+    depth = 0.55 + 0.1 * np.random.default_rng(seed & (2**64 - 1)).random()
     height = depth * np.sqrt(dist * (2 * dist.max() - dist)) * (1 + 0.3 * (lum - 0.5))
     rows, cols = np.nonzero(used)
     x, y, z = cols / GRID - 0.5, 0.5 - rows / GRID, height[rows, cols] / GRID

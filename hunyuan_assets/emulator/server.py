@@ -18,6 +18,7 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -204,7 +205,7 @@ class _Emulator:
             if fail is not None and fail.take(image):
                 fail_error = fail.error or "Task failed: injected by the emulator (fail_tasks)"
             prediction = _Prediction(
-                id=f"{self._rng.getrandbits(128):032x}",
+                id=uuid.uuid4().hex,  # unique across runs, like the real ids; only jitter is seeded
                 model=model,
                 image=image,
                 duration=max(0.0, latency + self._rng.uniform(-jitter, jitter)),
@@ -401,8 +402,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The origin the client used, so URLs we hand out work from where it stands."""
         host = self.headers.get("Host", "")
         if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
-            host, port = self.server.server_address[:2]
-            host = f"{host}:{port}"
+            host = f"127.0.0.1:{self.server.server_port}"
         return f"http://{host}"
 
     # -- plumbing --------------------------------------------------------------------------
@@ -450,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -542,7 +542,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(image, str) or urlsplit(image).scheme not in ("http", "https"):
             return _error(400, 1401, "invalid parameter: image must be an http(s) URL")
         query = parse_qs(urlsplit(self.path).query)
-        webhook = (query.get("webhook") or [payload.get("webhook_url")])[0]
+        webhook = query["webhook"][0] if "webhook" in query else payload.get("webhook_url")
+        webhook = webhook if isinstance(webhook, str) else None
         prediction, data = self.emulator.submit(params["model"], image, webhook, self.base)
         if payload.get("enable_sync_mode") is True:
             # The SDK's sync mode holds the POST open until the task is terminal.
@@ -604,8 +605,8 @@ class _Handler(BaseHTTPRequestHandler):
         for part in body.split(b"--" + boundary[1].encode())[1:-1]:
             # Exactly one CRLF of framing on each side: the data may itself end in CRLF.
             part = part.removeprefix(b"\r\n").removesuffix(b"\r\n")
-            head, _, data = part.partition(b"\r\n\r\n")
-            head = head.decode("utf-8", "replace")
+            raw_head, _, data = part.partition(b"\r\n\r\n")
+            head = raw_head.decode("utf-8", "replace")
             if not re.search(r'name="file"', head):
                 continue
             filename = re.search(r'filename="([^"]*)"', head)
@@ -726,10 +727,10 @@ class EmulatorServer:
     def base_url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("the emulator is not running: call start() first")
-        host, port = self._httpd.server_address[:2]
+        host, port = self._address[0], self._httpd.server_port
         if host in ("0.0.0.0", "::", ""):  # listening everywhere: loopback reaches it
             host = "127.0.0.1"
-        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def stats(self) -> dict[str, Any]:
         return self._emulator.stats()

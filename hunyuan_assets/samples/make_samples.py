@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -446,7 +447,7 @@ def chair() -> Image.Image:
     return s.render(_rgb("#f3f1ec"))
 
 
-SAMPLES: dict[str, tuple[Callable[[], Image.Image], dict[str, object]]] = {
+SAMPLES: dict[str, tuple[Callable[[], Image.Image], dict[str, Any]]] = {
     "mug.png": (mug, {"optimize": True}),
     "plant.png": (plant, {"optimize": True}),
     "planet.png": (planet, {"optimize": True}),

@@ -1,0 +1,285 @@
+"""The asset graph through `materialize`, against the emulator over loopback."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from dagster._core.definitions.asset_key import AssetCheckKey
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, image_meshes, images_partitions
+from hunyuan_assets.backfill import ALL_ASSETS, materialize_images, materialize_prediction_log
+from hunyuan_assets.definitions import build_resources
+from hunyuan_assets.glb import inspect_glb
+from hunyuan_assets.lineage import latest_materializations
+from hunyuan_assets.log import PredictionLog
+from hunyuan_assets.sources import SAMPLES_DIR
+from hunyuan_assets.store import open_mesh_store
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def images_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("mug.png", "duck.png", "vase.jpg"):
+        shutil.copy(SAMPLES_DIR / name, folder / name)
+    return folder
+
+
+def resources_for(emulator, images: Path | str, store: Path | str, **kw) -> dict:
+    return build_resources(
+        images=str(images), store=str(store), base_url=emulator.base_url, **kw
+    )
+
+
+def partition_keys(resources: dict) -> list[str]:
+    return [ref.partition_key for ref in resources["images"].open().list_images()]
+
+
+def failed_partitions(instance, key=MESHES) -> set[str]:
+    status = get_and_update_asset_status_cache_value(instance, key, images_partitions)
+    return set(status.deserialize_failed_partition_subsets(images_partitions).get_partition_keys())
+
+
+def check_results(instance, check_name: str, asset=MESHES) -> dict[str, bool]:
+    """partition -> passed, for the latest evaluation of each partition."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(asset, check_name), limit=1000
+    )
+    found: dict[str, bool] = {}
+    for record in records:  # newest first
+        evaluation = record.event.dagster_event.event_specific_data if record.event else None
+        if record.partition in found or not hasattr(evaluation, "passed"):
+            continue
+        found[record.partition] = evaluation.passed
+    return found
+
+
+def test_single_run_materializes_every_image_with_lineage(emulator, instance, images_dir, tmp_path):
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    keys = partition_keys(resources)
+    results = materialize_images(instance, resources, keys)
+
+    assert len(results) == 1 and results[0].success
+    assert emulator.stats()["submissions"] == 3
+    assert emulator.stats()["uploads"] == 3
+    events = latest_materializations(instance, MESHES, keys)
+    sources = latest_materializations(instance, SOURCE_IMAGES, keys)
+    assert set(events) == set(keys)
+    store = open_mesh_store(str(store_dir))
+    for key in keys:
+        meta = events[key].metadata
+        assert meta["input_sha256"] == sources[key].metadata["sha256"]
+        assert meta["prediction_id"] and meta["model"] == "wavespeed-ai/hunyuan3d/v2.1"
+        assert meta["faces"] > 1000 and meta["vertices"] > 0
+        assert meta["inference_ms"] >= 0 and meta["wall_ms"] > 0 and meta["polls"] >= 1
+        assert meta["has_nsfw_contents"] == [False] and meta["nsfw"] is False
+        assert meta["has_base_color_texture"] is True
+        assert "data:image/png;base64," in meta["preview"]
+        glb = Path(meta["mesh_uri"].removeprefix("file://"))
+        assert glb.is_file() and (glb.parent / "preview.png").is_file()
+        assert inspect_glb(glb).faces == meta["faces"]
+        # per-partition provenance: the mesh records which source version it was made from
+        assert events[key].tags["dagster/input_data_version/source_images"] == sources[
+            key
+        ].metadata["sha256"]
+    assert not list(store_dir.rglob(".*.tmp*")), "no temporary files left in the store"
+    for name in ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface"):
+        assert check_results(instance, name) == {k: True for k in keys}, name
+
+    log = PredictionLog(store).read()
+    assert sorted(log["partition_key"]) == sorted(keys)
+    assert set(log["status"]) == {"completed"}
+    direct = pd.read_parquet(store_dir / "prediction_log")
+    assert len(direct) == 3
+
+    assert materialize_prediction_log(instance, resources).success
+    summary = instance.get_latest_materialization_event(dg.AssetKey("prediction_log"))
+    meta = summary.asset_materialization.metadata
+    assert meta["dagster/row_count"].value == 3
+    assert "status: completed | 3" in meta["summary"].value
+
+
+def test_rerun_and_identical_pictures_never_pay_twice(emulator, instance, images_dir, tmp_path):
+    shutil.copy(images_dir / "mug.png", images_dir / "mug copy.png")
+    resources = resources_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(resources)
+    assert len(keys) == 4
+    assert all(r.success for r in materialize_images(instance, resources, keys))
+    assert emulator.stats()["submissions"] == 3  # the copy shares the original's prediction
+
+    events = latest_materializations(instance, MESHES, keys)
+    copy_key = next(k for k in keys if k.startswith("mug-copy"))
+    pair = {events[copy_key].metadata["reused_from"], events["mug.png"].metadata["reused_from"]}
+    assert pair in ({"", "mug.png"}, {"", copy_key})  # one made it, the other reused it
+    assert events[copy_key].metadata["mesh_uri"] == events["mug.png"].metadata["mesh_uri"]
+
+    # a second run of everything: all reused from the store, no new prediction
+    assert all(r.success for r in materialize_images(instance, resources, keys))
+    assert emulator.stats()["submissions"] == 3
+    statuses = {k: v.metadata["status"] for k, v in latest_materializations(instance, MESHES, keys).items()}
+    assert set(statuses.values()) == {"reused"}
+
+
+def test_sharing_can_be_turned_off(emulator, instance, images_dir, tmp_path):
+    shutil.copy(images_dir / "mug.png", images_dir / "mug2.png")
+    resources = resources_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(resources)
+    config = {"ops": {"image_meshes": {"config": {"reuse_identical_images": False}}}}
+    assert all(r.success for r in materialize_images(instance, resources, keys, run_config=config))
+    assert emulator.stats()["submissions"] == 4
+    events = latest_materializations(instance, MESHES, keys)
+    assert events["mug2.png"].metadata["mesh_uri"] != events["mug.png"].metadata["mesh_uri"]
+
+
+def test_one_bad_image_fails_alone(emulator, instance, images_dir, tmp_path):
+    (images_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    shutil.copy(images_dir / "duck.png", images_dir / "doomed.png")
+    (images_dir / "doomed.png").write_bytes((images_dir / "doomed.png").read_bytes() + b"x")
+    emulator.configure(fail_tasks={"match": "doomed", "error": "model crashed on this input"})
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    keys = partition_keys(resources)
+    [result] = materialize_images(instance, resources, keys)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "broken.png" in message and "doomed.png" in message and "2 of 5" in message
+    good = {"mug.png", "duck.png", "vase.jpg"}
+    assert set(instance.get_materialized_partitions(MESHES)) == good
+    assert failed_partitions(instance) == {"broken.png", "doomed.png"}
+    assert failed_partitions(instance, SOURCE_IMAGES) == {"broken.png"}
+    assert check_results(instance, "image_decodes", SOURCE_IMAGES)["broken.png"] is False
+
+    log = PredictionLog(open_mesh_store(str(store_dir))).read().set_index("partition_key")
+    assert log.loc["doomed.png", "status"] == "failed"
+    assert "model crashed" in log.loc["doomed.png", "error"]
+    assert log.loc["doomed.png", "prediction_id"]
+    assert (log.loc[sorted(good), "status"] == "completed").all()
+    assert emulator.stats()["submissions"] == 4  # the undecodable image was never submitted
+
+
+@pytest.mark.parametrize("policy", ["keep", "quarantine", "fail"])
+def test_nsfw_policies(emulator, instance, images_dir, tmp_path, policy):
+    emulator.configure(nsfw={"match": "duck"})
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    keys = partition_keys(resources)
+    config = {"ops": {"image_meshes": {"config": {"nsfw_policy": policy}}}}
+    [result] = materialize_images(instance, resources, keys, run_config=config)
+
+    assert result.success is (policy != "fail")
+    assert check_results(instance, "not_nsfw")["duck.png"] is False
+    assert check_results(instance, "not_nsfw")["mug.png"] is True
+    quarantined = list((store_dir / "quarantine").rglob("mesh.glb"))
+    log = PredictionLog(open_mesh_store(str(store_dir))).read().set_index("partition_key")
+    assert bool(log.loc["duck.png", "nsfw"]) is True
+    assert list(log.loc["duck.png", "has_nsfw_contents"]) == [True]
+    if policy == "keep":
+        assert not quarantined
+        meta = latest_materializations(instance, MESHES, ["duck.png"])["duck.png"].metadata
+        assert meta["nsfw"] is True and meta["quarantined"] is False
+    else:
+        assert len(quarantined) == 1, "the flagged mesh is kept under quarantine/"
+        assert bool(log.loc["duck.png", "quarantined"]) is True
+    if policy == "quarantine":
+        meta = latest_materializations(instance, MESHES, ["duck.png"])["duck.png"].metadata
+        assert meta["quarantined"] is True and "quarantine/" in meta["mesh_uri"]
+    if policy == "fail":
+        assert "duck.png" in failed_partitions(instance)
+        assert "duck.png" not in instance.get_materialized_partitions(MESHES)
+        assert log.loc["duck.png", "status"] == "failed"
+
+
+def test_face_budget_check_fails_when_over_budget(emulator, instance, images_dir, tmp_path):
+    resources = resources_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(resources)
+    config = {"ops": {"image_meshes": {"config": {"max_faces": 500}}}}
+    assert all(r.success for r in materialize_images(instance, resources, keys, run_config=config))
+    assert check_results(instance, "face_budget") == {k: False for k in keys}
+    assert check_results(instance, "glb_valid") == {k: True for k in keys}
+
+
+def test_mesh_is_stale_after_its_image_changes(emulator, instance, images_dir, tmp_path):
+    resources = resources_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(resources)
+    assert all(r.success for r in materialize_images(instance, resources, keys))
+    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
+    assert {k: resolver.get_status(MESHES, k).value for k in keys} == dict.fromkeys(keys, "FRESH")
+
+    # same bytes re-registered: still fresh (data version = content hash, not timestamp)
+    assert all(
+        r.success for r in materialize_images(instance, resources, keys, selection=[SOURCE_IMAGES])
+    )
+    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
+    assert resolver.get_status(MESHES, "mug.png").value == "FRESH"
+
+    shutil.copy(SAMPLES_DIR / "planet.png", images_dir / "mug.png")  # new content, same name
+    assert all(
+        r.success for r in materialize_images(instance, resources, keys, selection=[SOURCE_IMAGES])
+    )
+    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
+    assert resolver.get_status(MESHES, "mug.png").value == "STALE"
+    assert resolver.get_status(MESHES, "duck.png").value == "FRESH"
+
+    assert all(r.success for r in materialize_images(instance, resources, ["mug.png"]))
+    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
+    assert resolver.get_status(MESHES, "mug.png").value == "FRESH"
+    assert emulator.stats()["submissions"] == 4
+
+
+def test_s3_images_and_s3_store(emulator, instance, s3_client, s3_bucket, moto_endpoint, monkeypatch):
+    monkeypatch.setenv("HUNYUAN_S3_ENDPOINT_URL", moto_endpoint)
+    for name in ("mug.png", "vase.jpg"):
+        s3_client.put_object(
+            Bucket=s3_bucket, Key=f"photos/in/{name}", Body=(SAMPLES_DIR / name).read_bytes()
+        )
+    resources = resources_for(
+        emulator, f"s3://{s3_bucket}/photos", f"s3://{s3_bucket}/meshes-store"
+    )
+    keys = partition_keys(resources)
+    assert keys == ["in__mug.png", "in__vase.jpg"]
+    [result] = materialize_images(instance, resources, keys)
+    assert result.success
+    assert emulator.stats()["uploads"] == 0  # presigned URLs, fetched by the API from S3
+    stored = [
+        o["Key"]
+        for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="meshes-store/")["Contents"]
+    ]
+    assert sum(k.endswith("mesh.glb") for k in stored) == 2
+    assert sum(k.endswith("preview.png") for k in stored) == 2
+    assert any(k.startswith("meshes-store/prediction_log/date=") for k in stored)
+    store = resources["mesh_store"].open()
+    assert sorted(PredictionLog(store).read()["partition_key"]) == keys
+    events = latest_materializations(instance, MESHES, keys)
+    assert events["in__mug.png"].metadata["mesh_uri"].startswith(f"s3://{s3_bucket}/meshes-store/")
+
+
+def test_api_key_never_leaks(emulator, instance, images_dir, tmp_path, monkeypatch, capfd):
+    secret = "ws-live-SECRET-4242424242"
+    monkeypatch.setenv("WAVESPEED_API_KEY", secret)
+    emulator.configure(fail_tasks={"match": "vase", "error": "boom"})
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    assert isinstance(resources["hunyuan3d"].api_key, dg.EnvVar)
+    keys = partition_keys(resources)
+    [result] = materialize_images(instance, resources, keys)
+    assert not result.success  # the vase failed, so error paths ran too
+    for record in instance.get_records_for_run(result.run_id).records:
+        assert secret not in str(record.event_log_entry)
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err
+    for path in store_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
