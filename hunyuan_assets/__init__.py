@@ -1,90 +1,72 @@
 """hunyuan_assets: images -> textured 3D meshes with WaveSpeed AI's Hunyuan3D v2.1, in Dagster.
 
 Layers, lowest first:
-  client      WaveSpeed v3 over httpx (sync + async), Prediction, typed errors; no Dagster
-  resource    Hunyuan3DResource: Dagster configuration -> client
-  assets      source_images -> meshes -> prediction_log, partitioned by image
+  client       WaveSpeed v3 over httpx (sync + async), Prediction, typed errors; no Dagster
+  resource     Hunyuan3DResource: Dagster configuration -> client
+  assets       source_images -> meshes -> prediction_log, partitioned by image
   sensors, schedules   new/changed images -> runs; refresh of failed/stale; log compaction
-  definitions the wiring `dagster dev` loads (`hunyuan_assets.definitions:defs`)
+  definitions  the wiring `dagster dev` loads (`hunyuan_assets.definitions:defs`)
+
+The public names below are imported on first use (PEP 562), so `hunyuan_assets.client` and
+the emulator load in a fraction of a second without importing Dagster.
 """
 
-from hunyuan_assets.assets import (
-    MESHES,
-    SOURCE_IMAGES,
-    MeshesConfig,
-    image_meshes,
-    images_partitions,
-    prediction_log,
-)
-from hunyuan_assets.client import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    AsyncHunyuan3DClient,
-    ClientSettings,
-    GenerationResult,
-    HttpRetryPolicy,
-    Hunyuan3DClient,
-    PollPolicy,
-    Prediction,
-    Timeouts,
-)
-from hunyuan_assets.errors import (
-    ApiConnectionError,
-    AuthenticationError,
-    InvalidInputError,
-    OutputDownloadError,
-    OutputExpiredError,
-    OutputTooLargeError,
-    PredictionFailedError,
-    PredictionNotFoundError,
-    PredictionTimeoutError,
-    RateLimitedError,
-    ServerError,
-    SubmissionUncertainError,
-    WaveSpeedError,
-)
-from hunyuan_assets.locations import ImagesResource, MeshStoreResource
-from hunyuan_assets.log import PredictionLog, PredictionLogRow
-from hunyuan_assets.resource import Hunyuan3DResource
-from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
-from hunyuan_assets.sensors import image_sensor
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_BASE_URL",
-    "DEFAULT_MODEL",
-    "MESHES",
-    "SOURCE_IMAGES",
-    "ApiConnectionError",
-    "AsyncHunyuan3DClient",
-    "AuthenticationError",
-    "ClientSettings",
-    "GenerationResult",
-    "HttpRetryPolicy",
-    "Hunyuan3DClient",
-    "Hunyuan3DResource",
-    "ImagesResource",
-    "InvalidInputError",
-    "MeshStoreResource",
-    "MeshesConfig",
-    "OutputDownloadError",
-    "OutputExpiredError",
-    "OutputTooLargeError",
-    "PollPolicy",
-    "Prediction",
-    "PredictionFailedError",
-    "PredictionLog",
-    "PredictionLogRow",
-    "PredictionNotFoundError",
-    "PredictionTimeoutError",
-    "RateLimitedError",
-    "ServerError",
-    "SubmissionUncertainError",
-    "Timeouts",
-    "WaveSpeedError",
-    "compaction_schedule",
-    "image_sensor",
-    "image_meshes",
-    "images_partitions",
-    "prediction_log",
-    "refresh_schedule",
-]
+_PUBLIC = {
+    # the WaveSpeed client (no Dagster)
+    "Hunyuan3DClient": "client",
+    "AsyncHunyuan3DClient": "client",
+    "ClientSettings": "client",
+    "Timeouts": "client",
+    "PollPolicy": "client",
+    "HttpRetryPolicy": "client",
+    "Prediction": "client",
+    "GenerationResult": "client",
+    "DEFAULT_BASE_URL": "client",
+    "DEFAULT_MODEL": "client",
+    # its errors
+    "WaveSpeedError": "errors",
+    "AuthenticationError": "errors",
+    "RateLimitedError": "errors",
+    "InvalidInputError": "errors",
+    "UploadTooLargeError": "errors",
+    "PredictionNotFoundError": "errors",
+    "PredictionFailedError": "errors",
+    "PredictionTimeoutError": "errors",
+    "ServerError": "errors",
+    "ApiConnectionError": "errors",
+    "SubmissionUncertainError": "errors",
+    "OutputDownloadError": "errors",
+    "OutputExpiredError": "errors",
+    "OutputTooLargeError": "errors",
+    # Dagster resources
+    "Hunyuan3DResource": "resource",
+    "ImagesResource": "locations",
+    "MeshStoreResource": "locations",
+    # the asset graph
+    "images_partitions": "assets",
+    "image_meshes": "assets",
+    "prediction_log": "assets",
+    "SOURCE_IMAGES": "assets",
+    "MESHES": "assets",
+    "MeshesConfig": "assets",
+    # automation
+    "image_sensor": "sensors",
+    "refresh_schedule": "schedules",
+    "compaction_schedule": "schedules",
+    # storage
+    "PredictionLog": "log",
+    "PredictionLogRow": "log",
+    "MeshStore": "store",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hunyuan_assets' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"hunyuan_assets.{module}"), name)

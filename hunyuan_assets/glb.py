@@ -39,7 +39,8 @@ class MeshError(ValueError):
 class MeshInfo:
     """What a GLB holds. `vertices`/`faces` count each stored mesh once, as written
     (split at UV seams); `welded_vertices`/`watertight` describe the placed scene
-    welded by position, which is what "closed" means for a textured mesh."""
+    welded by position, which is what "closed" means for a textured mesh;
+    `materials`/`textures` count the glTF JSON's entries; `bounds` is (min, max) xyz."""
 
     file_bytes: int
     vertices: int
@@ -55,7 +56,8 @@ class MeshInfo:
 
 @dataclass(frozen=True)
 class _Glb:
-    data: bytes
+    data: bytes  # up to the header's length, for trimesh
+    file_bytes: int
     label: str
     gltf: Mapping[str, Any]
     bin_chunk: bytes | None
@@ -92,7 +94,7 @@ def inspect_glb(source: Path | bytes) -> MeshInfo:
         raise MeshError(f"{glb.label} has no geometry: no finite vertex positions")
     lo, hi = finite.min(axis=0), finite.max(axis=0)
     return MeshInfo(
-        file_bytes=len(glb.data),
+        file_bytes=glb.file_bytes,
         vertices=sum(len(m.vertices) for m in meshes),
         faces=faces,
         welded_vertices=welded_count,
@@ -155,7 +157,9 @@ def _read_glb(source: Path | bytes) -> _Glb:
         bin_length, bin_type = struct.unpack_from("<II", data, offset)
         if bin_type == _CHUNK_BIN and offset + 8 + bin_length <= length:
             bin_chunk = data[offset + 8 : offset + 8 + bin_length]
-    return _Glb(data=data[:length], label=label, gltf=gltf, bin_chunk=bin_chunk)
+    return _Glb(
+        data=data[:length], file_bytes=len(data), label=label, gltf=gltf, bin_chunk=bin_chunk
+    )
 
 
 def _load_scene(glb: _Glb) -> trimesh.Scene:
@@ -516,7 +520,7 @@ def _corner_normals(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
     vertex_n = np.stack(
         [np.bincount(ids, weights=weighted[:, k], minlength=count) for k in range(3)], axis=1
     )
-    vertex_n /= np.maximum(np.linalg.norm(vertex_n, axis=1, keepdims=True), 1e-12)
+    vertex_n = vertex_n / np.maximum(np.linalg.norm(vertex_n, axis=1, keepdims=True), 1e-12)
     corner_n = vertex_n[welded[faces]]  # (F, 3, 3)
     smooth = np.einsum("fcd,fd->fc", corner_n, face_n) >= _CREASE_COS
     return np.where(smooth[:, :, None], corner_n, face_n[:, None, :])
@@ -554,10 +558,10 @@ def _part_albedo(
             return _sample_texture(image, texel_uv) * (1.0 if factor is None else factor)
         if factor is not None:
             return np.broadcast_to(factor, (len(bary), 3))
-    elif kind == "vertex":
+    elif isinstance(visual, trimesh.visual.ColorVisuals) and kind == "vertex":
         colours = _srgb8_to_linear(np.asarray(visual.vertex_colors)[:, :3])
         return np.einsum("pc,pcd->pd", bary, np.take(colours, corners, axis=0))
-    elif kind == "face":
+    elif isinstance(visual, trimesh.visual.ColorVisuals) and kind == "face":
         return _srgb8_to_linear(np.asarray(visual.face_colors)[local_faces, :3])
     return np.broadcast_to(_srgb_to_linear(_NEUTRAL), (len(bary), 3))
 

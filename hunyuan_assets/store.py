@@ -311,7 +311,8 @@ class S3MeshStore(MeshStore):
             raise ValueError(f"invalid S3 bucket name: {bucket!r}")
         self.client = client
         self.bucket = bucket
-        self.prefix = _check_prefix(prefix.strip("/") + "/" if prefix.strip("/") else "")
+        clean = prefix.strip("/")
+        self.prefix = _check_key(clean) if clean else ""
         self.endpoint_url = endpoint_url
         self.region = region
 

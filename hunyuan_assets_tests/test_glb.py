@@ -375,14 +375,15 @@ def test_base_color_factor_is_used_without_a_texture() -> None:
 
 
 def test_preview_of_a_40k_face_mesh_is_fast() -> None:
+    """The budget is 1.5 s on a slow core; CPU time, so a busy test machine does not flake."""
     data = glb_of(textured_sphere(checker_texture(), rows=142, cols=142))
     assert 39_000 < inspect_glb(data).faces < 41_000
     best = math.inf
     for _ in range(3):
-        start = time.perf_counter()
+        start = time.process_time()
         render_preview(data)
-        best = min(best, time.perf_counter() - start)
-    assert best < 1.5, f"render took {best:.2f} s"
+        best = min(best, time.process_time() - start)
+    assert best < 1.5, f"render took {best:.2f} s of CPU"
 
 
 def test_big_preview_of_big_triangles_is_solid() -> None:

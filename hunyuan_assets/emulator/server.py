@@ -164,6 +164,8 @@ class _Emulator:
             self._cond.notify_all()
 
     def stats(self) -> dict[str, Any]:
+        """Named counters count work done (predictions created, results answered, media stored,
+        GLBs served); `requests` counts every request per endpoint, faulted ones included."""
         with self._cond:
             by_status = dict.fromkeys(_STATUSES, 0)
             for p in self._predictions.values():
@@ -707,7 +709,7 @@ class EmulatorServer:
             httpd = server_class(self._address, _Handler)
             httpd.emulator = self._emulator
             self._thread = threading.Thread(
-                target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+                target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
             )
             self._httpd = httpd
             self._thread.start()
