@@ -8,7 +8,6 @@ marks failed (a failed step marks exactly the partitions it did not report, dags
 Either asset can be materialized alone; `meshes` then reads the registered images' metadata.
 """
 
-
 import asyncio
 import base64
 from collections.abc import Iterator
@@ -16,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+from pydantic import Field
 
 from hunyuan_assets.lineage import (
     PartitionMaterialization,
@@ -382,7 +381,9 @@ def _renew_urls(
             )
         else:
             result.append(
-                MeshRequest(request.partition_key, request.image_uri, request.image_sha256, reg.image_url)
+                MeshRequest(
+                    request.partition_key, request.image_uri, request.image_sha256, reg.image_url
+                )
             )
     return result
 
@@ -424,9 +425,14 @@ def _mesh_check_evaluations(outcome: MeshOutcome, config: MeshesConfig) -> Itera
         {"faces": faces, "min_faces": config.min_faces, "max_faces": config.max_faces},
     )
     yield _check(
-        CHECK_NOT_NSFW, key, not outcome.nsfw, {"nsfw": outcome.nsfw, "quarantined": outcome.quarantined}
+        CHECK_NOT_NSFW,
+        key,
+        not outcome.nsfw,
+        {"nsfw": outcome.nsfw, "quarantined": outcome.quarantined},
     )
-    yield _check(CHECK_CLOSED, key, bool(d.get("watertight")), {"watertight": bool(d.get("watertight"))})
+    yield _check(
+        CHECK_CLOSED, key, bool(d.get("watertight")), {"watertight": bool(d.get("watertight"))}
+    )
 
 
 def _mesh_metadata(outcome: MeshOutcome, model: str) -> dict:
@@ -478,7 +484,7 @@ def _log_row(outcome: MeshOutcome, model: str, run_id: str) -> PredictionLogRow:
         completed_at=prediction.completed_at if prediction else None,
         inference_ms=prediction.inference_ms if prediction else None,
         wall_ms=prediction.wall_ms if prediction else None,
-        polls=prediction.polls if prediction else None,
+        polls=prediction.polls if prediction else 0,
         attempt=outcome.attempt,
         has_nsfw_contents=list(prediction.has_nsfw_contents) if prediction else [],
         nsfw=outcome.nsfw,

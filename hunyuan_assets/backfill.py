@@ -63,9 +63,13 @@ def materialize_images(
 
 
 def materialize_prediction_log(
-    instance: dg.DagsterInstance, resources: dict
+    instance: dg.DagsterInstance, resources: dict, run_config: dict | None = None
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        ALL_ASSETS, selection=[prediction_log], instance=instance, resources=resources,
+        ALL_ASSETS,
+        selection=[prediction_log],
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
         raise_on_error=False,
     )

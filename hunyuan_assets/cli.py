@@ -6,27 +6,39 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
-from hunyuan_assets.assets import MESHES
-from hunyuan_assets.backfill import materialize_images, materialize_prediction_log
-from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.sources import SAMPLES_DIR
+# The assets use per-partition checks and single-run backfills on purpose (preview/beta in
+# Dagster 1.13); the demo's user should see the meshes, not those notices.
+for _category in (dg.PreviewWarning, dg.BetaWarning, dg.SupersessionWarning):
+    warnings.filterwarnings("ignore", category=_category)
+
+from hunyuan_assets.assets import MESHES  # noqa: E402
+from hunyuan_assets.backfill import materialize_images, materialize_prediction_log  # noqa: E402
+from hunyuan_assets.definitions import build_resources  # noqa: E402
+from hunyuan_assets.lineage import latest_materializations  # noqa: E402
+from hunyuan_assets.sources import SAMPLES_DIR  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hunyuan-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="Materialize meshes for a folder or S3 prefix of images.")
+    demo = commands.add_parser(
+        "demo", help="Materialize meshes for a folder or S3 prefix of images."
+    )
     demo.add_argument("--images", default=str(SAMPLES_DIR), help="folder or s3://bucket/prefix")
     demo.add_argument("--home", default=".hunyuan_demo", help="Dagster home (created if missing)")
     demo.add_argument("--store", default=None, help="mesh store (default: <home>/hunyuan_store)")
     demo.add_argument("--concurrency", type=int, default=2, help="predictions in flight at once")
     demo.add_argument(
         "--latency", type=float, default=1.0, help="emulated prediction time in seconds"
+    )
+    demo.add_argument(
+        "--log-level", default="WARNING", help="Dagster console log level (DEBUG shows every event)"
     )
     args = parser.parse_args(argv)
     return run_demo(args)
@@ -49,7 +61,10 @@ def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     store = args.store or str(home / "hunyuan_store")
-    with _api_base_url(args.latency) as base_url, dg.DagsterInstance.from_config(str(home)) as instance:
+    with (
+        _api_base_url(args.latency) as base_url,
+        dg.DagsterInstance.from_config(str(home)) as instance,
+    ):
         print(f"API:        {base_url}")
         print(f"images:     {args.images}")
         print(f"dagster:    {home}")
@@ -61,29 +76,33 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"no images found in {args.images}", file=sys.stderr)
             return 2
         keys = [ref.partition_key for ref in refs]
-        results = materialize_images(instance, resources, keys)
-        log_result = materialize_prediction_log(instance, resources)
+        quiet = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+        results = materialize_images(instance, resources, keys, run_config=quiet)
+        log_result = materialize_prediction_log(instance, resources, run_config=quiet)
         ok = all(r.success for r in results) and log_result.success
         failed = _print_summary(instance, keys, store)
     return 0 if ok and not failed else 1
 
 
 def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) -> int:
-    from hunyuan_assets.lineage import latest_materializations
-
+    """One line per image from its latest mesh materialization; returns how many have none."""
     events = latest_materializations(instance, MESHES, keys)
+    store_prefix = f"{Path(store).resolve().as_uri()}/" if "://" not in store else f"{store}/"
     failed = 0
-    print(f"\n{'image':<28} {'status':<10} {'faces':>7}  mesh")
+    print(f"\n{'image':<28} {'status':<10} {'faces':>7} {'wall s':>7}  mesh (in the store)")
     for key in keys:
         event = events.get(key)
         if event is None:
             failed += 1
-            print(f"{key:<28} {'FAILED':<10} {'':>7}  (see the run's logs and the prediction log)")
+            print(f"{key:<28} {'FAILED':<10} {'':>7} {'':>7}  see the run log and prediction log")
             continue
         meta = event.metadata
-        print(f"{key:<28} {meta.get('status', ''):<10} {meta.get('faces', 0):>7}  {meta.get('mesh_uri')}")
-    print(f"\nmeshes and previews: {store}/meshes/ (preview.png beside each mesh.glb)")
-    print(f"prediction log:      {store}/prediction_log  (pandas.read_parquet)")
+        where = str(meta.get("mesh_uri", "")).removeprefix(store_prefix)
+        wall = (meta.get("wall_ms") or 0) / 1000
+        status, faces = meta.get("status", ""), meta.get("faces", 0)
+        print(f"{key:<28} {status:<10} {faces:>7} {wall:>7.1f}  {where}")
+    print(f"\nstore:          {store}  (preview.png beside each mesh.glb)")
+    print(f"prediction log: {store}/prediction_log  (pandas.read_parquet)")
     print(f"{len(keys) - failed} of {len(keys)} image(s) have a mesh")
     return failed
 

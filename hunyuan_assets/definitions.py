@@ -22,10 +22,11 @@ from hunyuan_assets.assets import image_meshes, prediction_log
 from hunyuan_assets.client import DEFAULT_BASE_URL
 from hunyuan_assets.jobs import compact_log_job, mesh_job, prediction_log_job
 from hunyuan_assets.locations import ImagesResource, MeshStoreResource
+from hunyuan_assets.resource import API_KEY_ENV, Hunyuan3DResource, _is_loopback
 from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
 from hunyuan_assets.sensors import image_sensor
-from hunyuan_assets.resource import API_KEY_ENV, Hunyuan3DResource, _is_loopback
 from hunyuan_assets.sources import SAMPLES_DIR
+
 
 def default_store_location() -> str:
     home = os.environ.get("DAGSTER_HOME")
@@ -51,7 +52,9 @@ def build_resources(
         "hunyuan3d": Hunyuan3DResource(
             api_key=api_key, base_url=base_url, max_concurrency=concurrency
         ),
-        "images": ImagesResource(location=images or env.get("HUNYUAN_IMAGES") or str(SAMPLES_DIR), s3=s3),
+        "images": ImagesResource(
+            location=images or env.get("HUNYUAN_IMAGES") or str(SAMPLES_DIR), s3=s3
+        ),
         "mesh_store": MeshStoreResource(
             location=store or env.get("HUNYUAN_STORE") or default_store_location(), s3=s3
         ),

@@ -10,7 +10,6 @@ from hunyuan_assets.log import PredictionLog
 from hunyuan_assets.sources import SAMPLES_DIR, ImageSource, open_image_source
 from hunyuan_assets.store import MeshStore, open_mesh_store
 
-
 PRESIGN_SECONDS = 6 * 24 * 3600
 
 

@@ -15,7 +15,13 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from hunyuan_assets.client import AsyncHunyuan3DClient, WaveSpeedError
-from hunyuan_assets.sources import ImageInfo, ImageRef, ImageSource, InvalidImageError, describe_image
+from hunyuan_assets.sources import (
+    ImageInfo,
+    ImageRef,
+    ImageSource,
+    InvalidImageError,
+    describe_image,
+)
 
 # Provider retention is 7 days; renew a day early so a slow backfill never submits a dead URL.
 UPLOAD_URL_LIFETIME = timedelta(days=6)
@@ -51,7 +57,9 @@ async def register_images(
     return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
 
-async def _register(source: ImageSource, ref: ImageRef, client: AsyncHunyuan3DClient) -> Registration:
+async def _register(
+    source: ImageSource, ref: ImageRef, client: AsyncHunyuan3DClient
+) -> Registration:
     try:
         data = await asyncio.to_thread(source.read_bytes, ref)
         info = describe_image(data)

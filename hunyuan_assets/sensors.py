@@ -18,6 +18,7 @@ and, having the same content, reuses its stored mesh without a new prediction.
 import base64
 import hashlib
 import json
+import os
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ def run_requests_for(plan: TickPlan, ordered: Sequence[str]) -> list[dg.RunReque
 
 @dg.sensor(
     job=mesh_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=int(os.environ.get("HUNYUAN_SENSOR_INTERVAL_SECONDS", "30")),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a partition per new image and requests meshes for new or changed images.",
 )

@@ -10,7 +10,7 @@ from dagster._core.definitions.asset_key import AssetCheckKey
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, image_meshes, images_partitions
+from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, images_partitions
 from hunyuan_assets.backfill import ALL_ASSETS, materialize_images, materialize_prediction_log
 from hunyuan_assets.definitions import build_resources
 from hunyuan_assets.glb import inspect_glb
@@ -36,9 +36,7 @@ def images_dir(tmp_path: Path) -> Path:
 
 
 def resources_for(emulator, images: Path | str, store: Path | str, **kw) -> dict:
-    return build_resources(
-        images=str(images), store=str(store), base_url=emulator.base_url, **kw
-    )
+    return build_resources(images=str(images), store=str(store), base_url=emulator.base_url, **kw)
 
 
 def partition_keys(resources: dict) -> list[str]:
@@ -90,9 +88,10 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
         assert glb.is_file() and (glb.parent / "preview.png").is_file()
         assert inspect_glb(glb).faces == meta["faces"]
         # per-partition provenance: the mesh records which source version it was made from
-        assert events[key].tags["dagster/input_data_version/source_images"] == sources[
-            key
-        ].metadata["sha256"]
+        assert (
+            events[key].tags["dagster/input_data_version/source_images"]
+            == sources[key].metadata["sha256"]
+        )
     assert not list(store_dir.rglob(".*.tmp*")), "no temporary files left in the store"
     for name in ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface"):
         assert check_results(instance, name) == {k: True for k in keys}, name
@@ -127,7 +126,9 @@ def test_rerun_and_identical_pictures_never_pay_twice(emulator, instance, images
     # a second run of everything: all reused from the store, no new prediction
     assert all(r.success for r in materialize_images(instance, resources, keys))
     assert emulator.stats()["submissions"] == 3
-    statuses = {k: v.metadata["status"] for k, v in latest_materializations(instance, MESHES, keys).items()}
+    statuses = {
+        k: v.metadata["status"] for k, v in latest_materializations(instance, MESHES, keys).items()
+    }
     assert set(statuses.values()) == {"reused"}
 
 
@@ -239,7 +240,9 @@ def test_mesh_is_stale_after_its_image_changes(emulator, instance, images_dir, t
     assert emulator.stats()["submissions"] == 4
 
 
-def test_s3_images_and_s3_store(emulator, instance, s3_client, s3_bucket, moto_endpoint, monkeypatch):
+def test_s3_images_and_s3_store(
+    emulator, instance, s3_client, s3_bucket, moto_endpoint, monkeypatch
+):
     monkeypatch.setenv("HUNYUAN_S3_ENDPOINT_URL", moto_endpoint)
     for name in ("mug.png", "vase.jpg"):
         s3_client.put_object(
@@ -283,3 +286,27 @@ def test_api_key_never_leaks(emulator, instance, images_dir, tmp_path, monkeypat
     for path in store_dir.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("how", "failing"),
+    [
+        ("garbage", {"glb_valid", "pbr_textured", "face_budget", "closed_surface"}),
+        ("untextured", {"pbr_textured"}),
+    ],
+)
+def test_mesh_checks_fail_on_a_broken_output(
+    emulator, instance, images_dir, tmp_path, how, failing
+):
+    emulator.configure(corrupt_output={"match": "vase", "error": how})
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    keys = partition_keys(resources)
+    assert all(r.success for r in materialize_images(instance, resources, keys))
+    for name in ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface"):
+        results = check_results(instance, name)
+        assert results["vase.jpg"] is (name not in failing), name
+        assert results["mug.png"] is True, name
+    # the paid-for output is kept, and the record says the next attempt must resubmit
+    meta = latest_materializations(instance, MESHES, ["vase.jpg"])["vase.jpg"].metadata
+    assert Path(meta["mesh_uri"].removeprefix("file://")).is_file()

@@ -51,8 +51,9 @@ class FaultRule:
     kind: str
     remaining: int = 1
     match: str | None = None
-    retry_after: float | None = 1.0  # 429 only; None sends no Retry-After header
+    retry_after: float | None = 1.0  # 429 (and 503 when given); None sends no Retry-After
     delay: float = 1.0  # slow only
+    explicit_retry_after: bool = False  # the rule named retry_after itself
 
     @classmethod
     def from_json(cls, spec: Mapping[str, Any]) -> FaultRule:
@@ -72,6 +73,7 @@ class FaultRule:
             match=_match(spec),
             retry_after=_seconds(spec.get("retry_after", 1.0), "retry_after", optional=True),
             delay=_seconds(spec.get("delay", 1.0), "delay") or 0.0,
+            explicit_retry_after="retry_after" in spec,
         )
 
     def applies_to(self, endpoint: str, subject: str) -> bool:
@@ -121,6 +123,9 @@ class FaultConfig:
     rules: list[FaultRule] = field(default_factory=list)
     fail_tasks: TaskSelector | None = None
     nsfw: TaskSelector | None = None
+    # completed predictions whose GLB is broken: `error` selects how ("garbage": not a GLB,
+    # "untextured": a valid GLB without any material), so mesh checks can be seen failing.
+    corrupt_output: TaskSelector | None = None
 
     def merge(self, body: Mapping[str, Any]) -> None:
         """Validate all of `body` first, then apply it, so a bad request changes nothing."""
@@ -134,6 +139,7 @@ class FaultConfig:
             "rules",
             "fail_tasks",
             "nsfw",
+            "corrupt_output",
         }
         if unknown:
             raise ValueError(f"unknown fault setting(s): {sorted(unknown)}")
@@ -151,7 +157,7 @@ class FaultConfig:
         if not isinstance(rules, list) or not all(isinstance(r, Mapping) for r in rules):
             raise ValueError("rules must be a list of objects")
         new_rules = [FaultRule.from_json(r) for r in rules]
-        for name in ("fail_tasks", "nsfw"):
+        for name in ("fail_tasks", "nsfw", "corrupt_output"):
             if name in body:
                 spec = body[name]
                 if spec is not None and not isinstance(spec, Mapping):
@@ -159,7 +165,7 @@ class FaultConfig:
                 updates[name] = (
                     None
                     if spec is None
-                    else TaskSelector.from_json(spec, with_error=name == "fail_tasks")
+                    else TaskSelector.from_json(spec, with_error=name != "nsfw")
                 )
         for name, value in updates.items():
             setattr(self, name, value)

@@ -87,6 +87,29 @@ def _safe_filename(name: str) -> str:
     return name if name not in ("", ".", "..") else "upload"
 
 
+def _corruption(selector: Any, image: str, fail_error: str | None) -> str | None:
+    if fail_error is not None or selector is None or not selector.take(image):
+        return None
+    return selector.error if selector.error in ("garbage", "untextured") else "garbage"
+
+
+def _corrupt(glb: bytes, how: str | None) -> bytes:
+    """A broken output for tests of mesh checks: not a GLB at all, or a GLB with no material."""
+    if how == "garbage":
+        return b"<html>502 Bad Gateway</html>" + glb[:64]
+    if how == "untextured":
+        import io
+
+        import trimesh
+
+        scene = trimesh.load(io.BytesIO(glb), file_type="glb", force="scene")
+        plain = [
+            trimesh.Trimesh(g.vertices, g.faces, process=False) for g in scene.geometry.values()
+        ]
+        return trimesh.Scene(plain).export(file_type="glb")
+    return glb
+
+
 class _InputError(Exception):
     """The input image could not be used; the message becomes the prediction's `error`."""
 
@@ -101,6 +124,7 @@ class _Prediction:
     submitted: float  # time.monotonic()
     fail_error: str | None  # set when a `fail_tasks` fault selected this prediction
     nsfw: bool
+    corrupt: str | None  # "garbage" | "untextured": a `corrupt_output` fault selected this one
     webhook: str | None  # recorded, not delivered (webhooks are a later capability)
     status: str = "created"
     error: str = ""
@@ -215,6 +239,7 @@ class _Emulator:
                 submitted=time.monotonic(),
                 fail_error=fail_error,
                 nsfw=fail_error is None and nsfw is not None and nsfw.take(image),
+                corrupt=_corruption(self.config.corrupt_output, image, fail_error),
                 webhook=webhook,
             )
             self._predictions[prediction.id] = prediction
@@ -270,7 +295,7 @@ class _Emulator:
         glb, error = None, p.fail_error
         if error is None:
             try:
-                glb = self._generate(p.image)
+                glb = _corrupt(self._generate(p.image), p.corrupt)
             except _InputError as exc:
                 error = str(exc)
             except Exception as exc:  # a bug in mesh synthesis must not leave the task hanging
@@ -676,7 +701,12 @@ def _fault_response(rule: FaultRule) -> _Response:
     if status == 429:
         headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
         return _error(429, 429, "Too many requests: rate limit exceeded", headers)
-    return _error(status, status, f"{HTTPStatus(status).phrase} (injected by the emulator)")
+    # A 503 may say when to come back too; other 5xx never do.
+    explicit = status == 503 and rule.explicit_retry_after and rule.retry_after is not None
+    headers = {"Retry-After": f"{rule.retry_after:g}"} if explicit else None
+    return _error(
+        status, status, f"{HTTPStatus(status).phrase} (injected by the emulator)", headers
+    )
 
 
 class EmulatorServer:
