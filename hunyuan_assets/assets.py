@@ -37,7 +37,8 @@ from hunyuan_assets.registration import Registration, register_images
 from hunyuan_assets.resource import Hunyuan3DResource
 from hunyuan_assets.threads import iterate_async
 
-images_partitions = dg.DynamicPartitionsDefinition(name="images")
+IMAGES = "images"  # the dynamic partitions' name
+images_partitions = dg.DynamicPartitionsDefinition(name=IMAGES)
 
 SOURCE_CODE_VERSION = "1"
 # Bump when the way meshes are produced changes; lineage then shows meshes stale by code.

@@ -13,10 +13,10 @@ from dagster._core.storage.tags import (
 )
 
 from hunyuan_assets.assets import (
+    IMAGES,
     MESHES,
     SOURCE_IMAGES,
     image_meshes,
-    images_partitions,
     prediction_log,
 )
 from hunyuan_assets.sensors import contiguous_ranges
@@ -26,11 +26,11 @@ ALL_ASSETS = [image_meshes, prediction_log]
 
 def add_image_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
     """Add the keys that are not partitions yet; returns every partition key, in order."""
-    existing = instance.get_dynamic_partitions(images_partitions.name)
+    existing = instance.get_dynamic_partitions(IMAGES)
     known = set(existing)
     new = [k for k in dict.fromkeys(keys) if k not in known]
     if new:
-        instance.add_dynamic_partitions(images_partitions.name, new)
+        instance.add_dynamic_partitions(IMAGES, new)
     return [*existing, *new]
 
 

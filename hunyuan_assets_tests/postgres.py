@@ -63,6 +63,13 @@ def _major(name: str) -> int:
     return int(name) if name.isdigit() else -1
 
 
+def _world_traversable_tmp() -> str | None:
+    """The temp dir, unless the `postgres` user could not enter it (then /tmp): pytest's
+    /tmp/pytest-of-root is 0700, so the cluster cannot live under tmp_path."""
+    tmp = tempfile.gettempdir()
+    return tmp if os.geteuid() != 0 or os.stat(tmp).st_mode & 0o001 else "/tmp"
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,6 +93,13 @@ def _run(argv: list[str], what: str, timeout: float = 60) -> None:
         pytest.fail(f"{what} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
 def _wait_for_connection(url: str, deadline_s: float = 30) -> None:
     import psycopg2
 
@@ -107,43 +121,42 @@ def local_postgres() -> Iterator[PostgresServer]:
 
     bin_dir = find_pg_bin()
     started = time.monotonic()
-    # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700, the postgres user cannot enter.
-    root = Path(tempfile.mkdtemp(prefix="hunyuan-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="hunyuan-pg-", dir=_world_traversable_tmp()))
     user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-    if os.geteuid() == 0:
-        try:
-            entry = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail(f"no `postgres` OS user to run the server as; `{INSTALL_HINT}` adds it")
-        os.chown(root, entry.pw_uid, entry.pw_gid)
     data = root / "data"
     log = root / "server.log"
     pg_ctl = str(bin_dir / "pg_ctl")
-    _run(
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8",
-         "--no-instructions", "--no-sync"],
-        "initdb",
-    )
     running = False
     try:
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail(f"no `postgres` OS user to run the server as; `{INSTALL_HINT}` adds it")
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust"]
+        _run([*initdb, "-E", "UTF8", "--no-instructions", "--no-sync"], "initdb")
         for _attempt in range(5):  # a free port can be taken between probing and binding
             port = free_port()
             options = (
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                f"-p {port} -k {shlex.quote(str(root))} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
             )
+            start = [pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "30"]
             proc = subprocess.run(
-                _as_db_user([pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w",
-                             "-t", "30", "start"]),
-                capture_output=True, text=True, timeout=60, check=False,
+                _as_db_user([*start, "start"]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
             )
             if proc.returncode == 0:
                 running = True
                 break
-            if "Address already in use" not in log.read_text(errors="replace"):
-                pytest.fail(f"pg_ctl start failed:\n{proc.stdout}{proc.stderr}\n{log.read_text()}")
+            if "Address already in use" not in _read(log):
+                pytest.fail(f"pg_ctl start failed:\n{proc.stdout}{proc.stderr}\n{_read(log)}")
         if not running:
-            pytest.fail(f"pg_ctl start found no free port:\n{log.read_text()}")
+            pytest.fail(f"pg_ctl start found no free port:\n{_read(log)}")
         admin = f"postgresql://{user}@127.0.0.1:{port}/postgres"
         _wait_for_connection(admin)
         conn = psycopg2.connect(admin)
@@ -156,9 +169,10 @@ def local_postgres() -> Iterator[PostgresServer]:
     finally:
         if running:
             subprocess.run(
-                _as_db_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "-t", "30",
-                             "stop"]),
-                capture_output=True, timeout=60, check=False,
+                _as_db_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "-t", "30", "stop"]),
+                capture_output=True,
+                timeout=60,
+                check=False,
             )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -227,7 +241,7 @@ def dagster_yaml_for(url: str) -> str:
     return (
         "storage:\n"
         "  postgres:\n"
-        f"    postgres_url: \"{sqlalchemy_url(url)}\"\n"
+        f'    postgres_url: "{sqlalchemy_url(url)}"\n'
         "telemetry:\n"
         "  enabled: false\n"
     )

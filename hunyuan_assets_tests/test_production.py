@@ -35,12 +35,15 @@ from hunyuan_assets.definitions import build_resources
 from hunyuan_assets.glb import inspect_glb
 from hunyuan_assets.lineage import latest_materializations
 from hunyuan_assets.log import PredictionLog
+from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
 from hunyuan_assets.sources import SAMPLES_DIR
 from hunyuan_assets.store import open_mesh_store
 from hunyuan_assets_tests.postgres import (
     PostgresServer,
     dagster_yaml_for,
+    external_postgres,
     free_port,
+    libpq_url,
     postgres_server,
 )
 
@@ -134,7 +137,9 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def session_process(argv: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def session_process(
+    argv: list[str], *, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen]:
     """Start `argv` as the leader of a new session; on exit end its process group by PID
     (SIGTERM, then SIGKILL after a timeout), then any process that carries our DAGSTER_HOME
     and left the group, also by PID."""
@@ -216,7 +221,9 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
 
     images = copy_images(tmp_path / "images", ("mug.png", "duck.png"))
     store_dir = tmp_path / "store"
-    resources = build_resources(images=str(images), store=str(store_dir), base_url=emulator.base_url)
+    resources = build_resources(
+        images=str(images), store=str(store_dir), base_url=emulator.base_url
+    )
     keys = [ref.partition_key for ref in resources["images"].open().list_images()]
     assert sorted(keys) == ["duck.png", "mug.png"]
 
@@ -248,8 +255,11 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
         for name in MESH_CHECKS:
             results = check_results(reader, name)
             assert {k: results.get(k) for k in keys} == dict.fromkeys(keys, True), name
-        assert {k: v for k, v in check_results(reader, "image_decodes", SOURCE_IMAGES).items()
-                if k in keys} == dict.fromkeys(keys, True)
+        assert {
+            k: v
+            for k, v in check_results(reader, "image_decodes", SOURCE_IMAGES).items()
+            if k in keys
+        } == dict.fromkeys(keys, True)
         log_event = reader.get_latest_materialization_event(dg.AssetKey("prediction_log"))
         assert log_event.asset_materialization.metadata["dagster/row_count"].value >= 2
 
@@ -260,8 +270,15 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
             cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
             tables = {row[0] for row in cur.fetchall()}
             assert {
-                "runs", "event_logs", "asset_keys", "asset_check_executions",
-                "dynamic_partitions", "instigators", "jobs", "job_ticks", "concurrency_limits",
+                "runs",
+                "event_logs",
+                "asset_keys",
+                "asset_check_executions",
+                "dynamic_partitions",
+                "instigators",
+                "jobs",
+                "job_ticks",
+                "concurrency_limits",
             } <= tables, tables
             cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
             assert cur.fetchone() == ("SUCCESS",)
@@ -296,6 +313,31 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
     assert emulator.stats()["submissions"] == 2
 
 
+def test_missing_postgres_binaries_fail_with_the_install_command(monkeypatch):
+    import hunyuan_assets_tests.postgres as pg
+
+    monkeypatch.setattr(pg.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(pg.shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y postgresql"):
+        pg.find_pg_bin()
+
+
+def test_external_server_gets_a_fresh_database_dropped_afterwards(postgres):
+    """The HUNYUAN_TEST_POSTGRES_URL path, pointed at the throwaway server."""
+    with external_postgres(libpq_url(postgres.url)) as server:
+        assert server.external and server.url != libpq_url(postgres.url)
+        name = server.url.rsplit("/", 1)[1]
+        conn = psycopg2.connect(server.url)
+        conn.close()
+    conn = psycopg2.connect(libpq_url(postgres.url))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
+            assert cur.fetchone() == (0,)
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------------- daemon
 
 
@@ -311,7 +353,9 @@ def sensor_ticks(instance: dg.DagsterInstance, name: str = "image_sensor") -> li
 
 
 def sensor_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "image_sensor"})))
+    return list(
+        instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "image_sensor"}))
+    )
 
 
 @pytest.mark.slow
@@ -348,7 +392,9 @@ def test_daemon_sensor_turns_a_dropped_image_into_a_mesh(emulator, tmp_path):
                 assert daemon.poll() is None, f"dagster-daemon exited:\n{tail(log)}"
                 return [t for t in sensor_ticks(instance) if t.status != TickStatus.STARTED]
 
-            ticks = wait_for(first_tick, timeout=90, what="the first sensor tick", diagnose=diagnose)
+            ticks = wait_for(
+                first_tick, timeout=90, what="the first sensor tick", diagnose=diagnose
+            )
             report("daemon start -> first sensor tick", time.monotonic() - started)
             assert ticks[0].status == TickStatus.SKIPPED, ticks[0]  # empty folder: nothing to do
             assert not instance.get_runs()
@@ -360,7 +406,9 @@ def test_daemon_sensor_turns_a_dropped_image_into_a_mesh(emulator, tmp_path):
                 assert daemon.poll() is None, f"dagster-daemon exited:\n{tail(log)}"
                 return sorted(store_dir.rglob("mesh.glb"))
 
-            meshes = wait_for(mesh_file, timeout=180, what="the mesh in the store", diagnose=diagnose)
+            meshes = wait_for(
+                mesh_file, timeout=180, what="the mesh in the store", diagnose=diagnose
+            )
             report("image dropped -> mesh in the store", time.monotonic() - dropped)
 
             def finished_run():
@@ -391,11 +439,20 @@ def test_daemon_sensor_turns_a_dropped_image_into_a_mesh(emulator, tmp_path):
         assert Path(str(event.metadata["mesh_uri"]).removeprefix("file://")) == mesh
         for name in MESH_CHECKS:
             assert check_results(reader, name) == {"mug.png": True}, name
-        # the run went through the run queue and a run-worker subprocess, not in-process
-        types = {r.dagster_event_type for r in reader.all_logs(run.run_id)}
-        assert {"PIPELINE_ENQUEUED", "PIPELINE_DEQUEUED", "PIPELINE_STARTING"} <= {
-            t.value if t else None for t in types
+        # queued by the QueuedRunCoordinator, launched as a run worker, step in a subprocess
+        types = {
+            r.dagster_event_type.value for r in reader.all_logs(run.run_id) if r.is_dagster_event
         }
+        assert {
+            "PIPELINE_ENQUEUED",
+            "PIPELINE_STARTING",
+            "PIPELINE_START",
+            "STEP_WORKER_STARTING",
+            "PIPELINE_SUCCESS",
+        } <= types, types
+        # the `wavespeed` pool got `default_limit` slots from dagster.yaml, and gave them back
+        pool = reader.event_log_storage.get_concurrency_info("wavespeed")
+        assert pool.slot_count == 1 and pool.using_default_limit and not pool.claimed_slots
     log_rows = PredictionLog(open_mesh_store(str(store_dir))).read()
     assert list(log_rows["status"]) == ["completed"]
 
@@ -424,7 +481,12 @@ def test_definitions_validate(cli_env):
     started = time.monotonic()
     proc = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-w", str(WORKSPACE)],
-        cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=180, check=False,
+        cwd=REPO,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     report("dagster definitions validate", time.monotonic() - started)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -481,7 +543,9 @@ def test_dagster_dev_lists_sensor_and_schedules(cli_env, tmp_path):
                 return None
             return data
 
-        data = wait_for(loaded, timeout=120, what="dagster dev's GraphQL", diagnose=lambda: tail(log))
+        data = wait_for(
+            loaded, timeout=120, what="dagster dev's GraphQL", diagnose=lambda: tail(log)
+        )
         report("dagster dev start -> code location loaded", time.monotonic() - started)
 
     [entry] = data["workspaceOrError"]["locationEntries"]
@@ -493,6 +557,7 @@ def test_dagster_dev_lists_sensor_and_schedules(cli_env, tmp_path):
     assert set(sensors) == {"image_sensor"}
     assert sensors["image_sensor"]["sensorState"]["status"] == "RUNNING"
     assert sensors["image_sensor"]["minIntervalSeconds"] == 30  # the default, env var unset
-    assert set(schedules) == {"refresh_schedule", "compaction_schedule"}
+    assert set(schedules) == {refresh_schedule.name, compaction_schedule.name}
     assert {s["scheduleState"]["status"] for s in schedules.values()} == {"RUNNING"}
-    assert schedules["refresh_schedule"]["cronSchedule"] == "*/30 * * * *"
+    assert schedules[refresh_schedule.name]["cronSchedule"] == refresh_schedule.cron_schedule
+    assert schedules[compaction_schedule.name]["cronSchedule"] == compaction_schedule.cron_schedule

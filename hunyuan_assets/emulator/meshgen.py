@@ -40,7 +40,7 @@ def image_to_glb(image_bytes: bytes, *, seed: int = 0) -> bytes:
 
 def _decode(data: bytes) -> np.ndarray:
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         if img.format == "JPEG":
             img.draft("RGB", (TEXTURE_PX, TEXTURE_PX))  # big JPEGs: decode at 1/2..1/8 scale
         img = ImageOps.exif_transpose(img)
@@ -83,7 +83,9 @@ def _locate_object(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, i
         keep, (y0, y1, x0, x1) = np.ones_like(mask), (0, h, 0, w)
     else:
         # a bilinear upsample, thresholded at >0, is the blob grown by about a coarse cell
-        grown = Image.fromarray(blob.astype(np.uint8) * 255).resize((w, h), Image.BILINEAR)
+        grown = Image.fromarray(blob.astype(np.uint8) * 255).resize(
+            (w, h), Image.Resampling.BILINEAR
+        )
         keep = mask & (np.asarray(grown) > 0)
         rows, cols = np.nonzero(keep.any(axis=1))[0], np.nonzero(keep.any(axis=0))[0]
         y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
@@ -186,7 +188,9 @@ def _texture(crop: Image.Image) -> Image.Image:
         sums = np.stack([_resized(rgb[..., k] * alpha, (32, 32), _BOX) for k in range(3)], -1)
         coarse = sums / np.maximum(weight, 1e-3)[..., None]
         coarse[weight <= 1e-3] = rgb[alpha].mean(axis=0)  # far from the object: its mean
-        fill = np.stack([_resized(coarse[..., k], crop.size, Image.BILINEAR) for k in range(3)], -1)
+        fill = np.stack(
+            [_resized(coarse[..., k], crop.size, Image.Resampling.BILINEAR) for k in range(3)], -1
+        )
         rgb = np.where(alpha[..., None], rgb, fill)
     side = min(TEXTURE_PX, 1 << max(0, crop.width - 1).bit_length())  # a power of two
     texture = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), "RGB")

@@ -102,9 +102,11 @@ def _corrupt(glb: bytes, how: str | None) -> bytes:
 
         import trimesh
 
-        scene = trimesh.load(io.BytesIO(glb), file_type="glb", force="scene")
+        scene = trimesh.load_scene(io.BytesIO(glb), file_type="glb")
         plain = [
-            trimesh.Trimesh(g.vertices, g.faces, process=False) for g in scene.geometry.values()
+            trimesh.Trimesh(g.vertices, g.faces, process=False)
+            for g in scene.geometry.values()
+            if isinstance(g, trimesh.Trimesh)
         ]
         return trimesh.Scene(plain).export(file_type="glb")
     return glb
@@ -699,8 +701,8 @@ def _unauthorized() -> _Response:
 def _fault_response(rule: FaultRule) -> _Response:
     status = int(rule.kind)
     if status == 429:
-        headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
-        return _error(429, 429, "Too many requests: rate limit exceeded", headers)
+        limited = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
+        return _error(429, 429, "Too many requests: rate limit exceeded", limited)
     # A 503 may say when to come back too; other 5xx never do.
     explicit = status == 503 and rule.explicit_retry_after and rule.retry_after is not None
     headers = {"Retry-After": f"{rule.retry_after:g}"} if explicit else None
