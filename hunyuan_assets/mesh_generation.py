@@ -111,76 +111,107 @@ class MeshGenerator:
         for finished in asyncio.as_completed(tasks):
             yield await finished
 
-    def _record_key(self, request: MeshRequest) -> str:
+    def _record_prefix(self, request: MeshRequest) -> str:
         scoped = None if self.policy.reuse_identical_images else request.partition_key
-        return record_key(request.image_sha256, self.policy.model, scoped)
+        return record_prefix(request.image_sha256, self.policy.model, scoped)
 
     async def _generate(self, request: MeshRequest) -> MeshOutcome:
-        key = self._record_key(request)
+        prefix = self._record_prefix(request)
         try:
             async with self._slots:
-                return await self._generate_once(request, key)
+                return await self._generate_once(request, prefix)
         except WaveSpeedError as exc:
             return _failure(request, exc, transient=exc.transient)
         except MeshError as exc:
             return _failure(request, exc, transient=False)
+        except UnresolvedSubmissionError as exc:
+            return _failure(request, exc, transient=exc.transient)
 
-    async def _generate_once(self, request: MeshRequest, key: str) -> MeshOutcome:
-        record = await asyncio.to_thread(self.records.get, key)
-        if record and record.state == "completed" and record.mesh_key:
-            if await asyncio.to_thread(self.store.exists, record.mesh_key):
-                return await asyncio.to_thread(self._reused, request, record)
-        record = await self._claim_or_resume(request, key, record)
-        resumed = record.state == "pending"
-        if record.state != "pending":
-            record = await self._submit(request, key, record)
-        try:
-            prediction = await self.client.wait(record.prediction_id)
-        except PredictionNotFoundError:
-            if not resumed:
-                raise
-            # The recorded prediction is gone (expired or unknown): pay for exactly one new one.
-            logger.warning("prediction %s is unknown to the API; submitting anew", record.prediction_id)
-            record = await self._submit(request, key, record)
-            resumed = False
-            prediction = await self.client.wait(record.prediction_id)
-        except PredictionFailedError as exc:
-            failed = record.evolve(state="failed", error=str(exc))
-            await asyncio.to_thread(self.records.put, key, failed)
-            raise
-        return await self._store_output(request, key, record, prediction, resumed)
-
-    async def _claim_or_resume(
-        self, request: MeshRequest, key: str, record: PredictionRecord | None
-    ) -> PredictionRecord:
-        """Return a `pending` record to resume, or a `submitting` claim that is ours to submit."""
-        deadline = time.monotonic() + self.policy.claim_wait_seconds
-        delay = 0.2
+    async def _generate_once(self, request: MeshRequest, prefix: str) -> MeshOutcome:
+        """Reuse, resume or submit; wait; store. Pays for at most one new prediction."""
+        record = await self._latest(prefix)
+        leftover = _leftover_generation(record)
         while True:
-            if record is None:
-                claim = self._new_record(request, attempts=0)
-                if await asyncio.to_thread(self.records.claim, key, claim):
-                    return claim
-                record = await asyncio.to_thread(self.records.get, key)
-                continue
-            if record.state == "pending" and record.prediction_id:
-                return record
-            if record.state == "submitting" and record.run_id != self.policy.run_id:
-                # Another run is submitting this picture right now: wait for its prediction id.
-                if time.monotonic() < deadline:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    record = await asyncio.to_thread(self.records.get, key)
-                    continue
-                logger.warning("claim on %s by run %s went stale; taking over", key, record.run_id)
-            # failed, stale, ours, or completed-but-missing: one new submission.
-            claim = record.evolve(
-                state="submitting", run_id=self.policy.run_id, partition_key=request.partition_key
+            record = await self._settle(request, prefix, record)
+            if record.state == "completed":
+                return await asyncio.to_thread(self._reused, request, record)
+            resumed = record.state == "pending"
+            if not resumed:
+                record = await self._submit(request, prefix, record)
+            logger.info(
+                "%s: waiting on prediction %s (generation %d, %s, run %s)",
+                request.partition_key,
+                record.prediction_id,
+                record.generation,
+                "resumed" if resumed else "submitted",
+                self.policy.run_id,
             )
-            await asyncio.to_thread(self.records.put, key, claim)
-            return claim
+            try:
+                prediction = await self.client.wait(record.prediction_id or "")
+            except (PredictionNotFoundError, PredictionFailedError) as exc:
+                record = await self._put(prefix, record.evolve(state="failed", error=str(exc)))
+                if record.generation > leftover:
+                    raise  # this attempt's own prediction failed: permanent for this attempt
+                # A prediction left by an earlier attempt is unknown (expired, wrong account) or
+                # failed unseen: this attempt is entitled to exactly one new one.
+                logger.warning(
+                    "%s: earlier prediction %s is %s; submitting anew",
+                    request.partition_key,
+                    record.prediction_id,
+                    "unknown to the API" if isinstance(exc, PredictionNotFoundError) else "failed",
+                )
+                continue
+            return await self._store_output(request, prefix, record, prediction, resumed)
 
-    def _new_record(self, request: MeshRequest, attempts: int) -> PredictionRecord:
+    async def _settle(
+        self, request: MeshRequest, prefix: str, record: PredictionRecord | None
+    ) -> PredictionRecord:
+        """Turn the latest record into one of: `completed` with its mesh stored (reuse it),
+        `pending` (wait on it), or our own `submitting` claim (submit it)."""
+        started = time.monotonic()
+        delay = 0.05
+        while True:
+            if record is not None and record.state == "pending":
+                return record
+            if record is not None and record.state == "completed":
+                if record.mesh_key and await asyncio.to_thread(self.store.exists, record.mesh_key):
+                    return record
+            if record is not None and record.state == "uncertain":
+                raise UnresolvedSubmissionError(uncertain_help(self.store, prefix, record))
+            if record is not None and record.state == "submitting":
+                # Another run (or a dead attempt) holds the claim and has no prediction id yet.
+                self._check_claim_alive(prefix, record, time.monotonic() - started)
+                logger.info(
+                    "%s: waiting for run %s to submit generation %d",
+                    request.partition_key,
+                    record.run_id,
+                    record.generation,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                # Never submitted, failed, or completed with the mesh gone: claim the next
+                # generation. Losing means another run claimed it: read and follow theirs.
+                claim = self._claim_record(request, record)
+                if await asyncio.to_thread(self.records.claim, prefix, claim):
+                    return claim
+            record = await self._latest(prefix)
+
+    def _check_claim_alive(self, prefix: str, record: PredictionRecord, waited: float) -> None:
+        """A claim that stays `submitting` for too long belongs to a run that died during the
+        submit POST: it may have been billed, so it is reported, never taken over."""
+        limit = self.policy.claim_wait_seconds
+        if record.age_seconds() < limit and waited < limit:
+            return
+        raise UnresolvedSubmissionError(
+            f"no prediction id after {limit:g} s: " + uncertain_help(self.store, prefix, record),
+            # The claimant may still be alive and slow: a later attempt looks again.
+            transient=record.age_seconds() < 2 * limit,
+        )
+
+    def _claim_record(
+        self, request: MeshRequest, previous: PredictionRecord | None
+    ) -> PredictionRecord:
         return PredictionRecord(
             state="submitting",
             image_sha256=request.image_sha256,
@@ -188,30 +219,34 @@ class MeshGenerator:
             partition_key=request.partition_key,
             run_id=self.policy.run_id,
             updated_at=now_iso(),
-            attempts=attempts,
+            generation=previous.generation + 1 if previous else 1,
         )
 
     async def _submit(
-        self, request: MeshRequest, key: str, claim: PredictionRecord
+        self, request: MeshRequest, prefix: str, claim: PredictionRecord
     ) -> PredictionRecord:
+        """Submit our claim; the prediction id is durable before anyone waits on it."""
         try:
             prediction = await self.client.submit(request.image_url, model=self.policy.model)
-        except SubmissionUncertainError:
-            # Keep the claim: another attempt will wait for it to go stale rather than pay twice.
+        except SubmissionUncertainError as exc:
+            # It may exist and be billed: no attempt of any run may submit this picture again.
+            await self._put(prefix, claim.evolve(state="uncertain", error=str(exc)))
             raise
         except WaveSpeedError as exc:
-            failed = claim.evolve(state="failed", error=str(exc), attempts=claim.attempts + 1)
-            await asyncio.to_thread(self.records.put, key, failed)
+            # Refused before a task existed (429/503 after retries, 4xx): safe to submit again.
+            await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
             raise
         pending = claim.evolve(
-            state="pending",
-            prediction_id=prediction.id,
-            submitted_at=now_iso(),
-            attempts=claim.attempts + 1,
-            error=None,
+            state="pending", prediction_id=prediction.id, submitted_at=now_iso(), error=None
         )
-        await asyncio.to_thread(self.records.put, key, pending)
-        return pending
+        return await self._put(prefix, pending)
+
+    async def _latest(self, prefix: str) -> PredictionRecord | None:
+        return await asyncio.to_thread(self.records.latest, prefix)
+
+    async def _put(self, prefix: str, record: PredictionRecord) -> PredictionRecord:
+        await asyncio.to_thread(self.records.put, prefix, record)
+        return record
 
     async def _store_output(
         self,
