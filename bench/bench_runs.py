@@ -47,6 +47,7 @@ class ModeResult:
     submissions: int
     result_requests: int
     prediction_wall_ms: list[int]
+    events: int = 0
     total_overhead_s: float = 0.0
 
     @property
@@ -86,7 +87,9 @@ def _run_mode(name, instance, emulator, tmp: Path, count: int, per_image: bool) 
     with Timer() as timer:
         if per_image:
             for key in keys:
-                results += materialize_images(instance, resources, [key], run_config=QUIET_RUN_CONFIG)
+                results += materialize_images(
+                    instance, resources, [key], run_config=QUIET_RUN_CONFIG
+                )
         else:
             results += materialize_images(instance, resources, keys, run_config=QUIET_RUN_CONFIG)
     after = emulator.stats()
@@ -100,6 +103,7 @@ def _run_mode(name, instance, emulator, tmp: Path, count: int, per_image: bool) 
         submissions=after["submissions"] - before["submissions"],
         result_requests=after["result_requests"] - before["result_requests"],
         prediction_wall_ms=[int(v) for v in log["wall_ms"].dropna()],
+        events=sum(len(instance.all_logs(r.run_id)) for r in results),
     )
 
 
@@ -142,6 +146,7 @@ def main(argv: list[str] | None = None) -> str:
                 f"{mode.overhead_s / mode.runs * 1000:.0f}",
                 f"{statistics.median(mode.prediction_wall_ms) / 1000:.2f}",
                 f"{mode.result_requests / max(1, mode.submissions):.1f}",
+                f"{mode.events / n:.1f}",
             ]
         )
         mode.total_overhead_s = overhead
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> str:
             "run start+end ms / run",
             "median prediction s",
             "result GETs / prediction",
+            "Dagster events / image",
         ],
         rows,
     )

@@ -393,6 +393,8 @@ class _Emulator:
 # -- HTTP ------------------------------------------------------------------------------------
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 resets connections in bursts of concurrent clients.
+    request_queue_size = 128
     emulator: _Emulator
 
 
