@@ -1,86 +1,247 @@
 """Schedules: heal what failed or went stale, and keep the parquet log compact.
 
-`refresh_schedule` re-requests mesh partitions that are missing, failed, or stale (their image's
-content or the mesh code version changed since the mesh was made). An image whose last
-`MAX_ATTEMPTS_PER_IMAGE` attempts all failed for the same content is left alone, and the
-reason is written in the tick's log and in the prediction log's history (its failed rows).
-`compaction_schedule` merges small log files daily (crash-safe, see `log.py`).
+`refresh_schedule` re-requests mesh partitions whose last attempt failed, that have no mesh, or
+whose mesh is stale (the image's registered content or the mesh code version changed since it
+was made), skipping partitions a queued or running run already covers. Each run carries the
+reason in its `hunyuan/refresh_reason` tag. An image whose last `MAX_ATTEMPTS_PER_IMAGE`
+attempts all failed (for the same content, where the prediction log knows it) is left alone:
+the tick's log and, when nothing else is requested, its skip message say why (attempt count and
+last error). Changed content is the sensor's business: it requests it whatever the history.
+
+Cheap at 10,000 partitions: failures, runs in progress and data versions come from Dagster's
+partition status cache and indexed tags; full mesh materializations (about 40 KB each, with the
+preview) are read only for partitions whose data version disagrees with their image's.
+Changing the model alone does not count as stale (as in Dagster's own staleness).
+
+`compaction_schedule` merges the prediction log's small parquet files daily (crash-safe, see
+`log.py`), and skips a tick while an earlier compaction run is still queued or running.
 """
 
+from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
+import pandas as pd
+from dagster._core.definitions.asset_key import AssetCheckKey
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    get_input_data_version_tag,
+)
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.events import DagsterEventType
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
+from dagster_shared.check import CheckError
+
+from hunyuan_assets.assets import (
+    IMAGES,
+    MESH_CODE_VERSION,
+    MESHES,
+    SOURCE_CHECK,
+    SOURCE_IMAGES,
+    images_partitions,
+)
+from hunyuan_assets.client import DEFAULT_MODEL
+from hunyuan_assets.jobs import compact_log_job, mesh_job
+from hunyuan_assets.lineage import (
+    PartitionMaterialization,
+    derived_version_tags,
+    latest_materializations,
+)
+from hunyuan_assets.locations import MeshStoreResource
+from hunyuan_assets.sensors import (
+    TRIGGER_TAG,
+    SensorLimits,
+    batched_ranges,
+    run_key_for,
+    run_request_for_batch,
 )
 
-from hunyuan_assets.assets import MESH_CODE_VERSION, MESHES, SOURCE_IMAGES, images_partitions
-from hunyuan_assets.jobs import compact_log_job, mesh_job
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.locations import MeshStoreResource
-from hunyuan_assets.sensors import contiguous_ranges
-
 MAX_ATTEMPTS_PER_IMAGE = 3
-MAX_RUN_REQUESTS_PER_TICK = 200
+MAX_IMAGES_PER_RUN = SensorLimits().images_per_run
+MAX_RUN_REQUESTS_PER_TICK = 100
+# Full mesh records (~40 KB each) read per tick to tell why a data version disagrees.
+MAX_STALE_LOOKUPS = 500
+REASON_TAG = "hunyuan/refresh_reason"
+
+FAILED = "last attempt failed"
+MISSING = "no mesh yet"
+CONTENT_CHANGED = "image content changed"
+CODE_CHANGED = "mesh code version changed"
+
+_SOURCE_CHECK_KEY = AssetCheckKey(SOURCE_IMAGES, SOURCE_CHECK)
+
+
+@dataclass(frozen=True)
+class FailureHistory:
+    """Consecutive failed attempts (distinct runs) of one image, and the last error."""
+
+    attempts: int
+    last_error: str
 
 
 @dataclass(frozen=True)
 class RefreshPlan:
     reasons: dict[str, str]  # partition -> why it is requested
     abandoned: dict[str, str]  # partition -> why it is not
+    in_progress: int = 0  # partitions a queued or running run covers
 
 
 def plan_refresh(
-    instance: dg.DagsterInstance,
-    failed_attempts: Counter,
-    max_attempts: int = MAX_ATTEMPTS_PER_IMAGE,
+    instance: dg.DagsterInstance, log: pd.DataFrame, max_attempts: int = MAX_ATTEMPTS_PER_IMAGE
 ) -> RefreshPlan:
-    """Which mesh partitions need a run, and why. `failed_attempts` counts failed log rows
-    per (partition, image sha256)."""
-    keys = instance.get_dynamic_partitions(images_partitions.name)
+    """Which mesh partitions need a run, and why. `log` is the prediction log's rows."""
+    keys = instance.get_dynamic_partitions(IMAGES)
     status = get_and_update_asset_status_cache_value(instance, MESHES, images_partitions)
-    failed = set(
-        status.deserialize_failed_partition_subsets(images_partitions).get_partition_keys()
-        if status
-        else []
+    failed = _keys(status.deserialize_failed_partition_subsets(images_partitions) if status else [])
+    running = _keys(
+        status.deserialize_in_progress_partition_subsets(images_partitions) if status else []
     )
-    sources = latest_materializations(instance, SOURCE_IMAGES, keys)
-    mesh_events = latest_materializations(instance, MESHES, keys)
-    source_tag = f"dagster/input_data_version/{SOURCE_IMAGES.to_user_string()}"
+    sources = _data_versions(instance, SOURCE_IMAGES)
+    meshes = _data_versions(instance, MESHES)
+    models = {DEFAULT_MODEL, *(log["model"].dropna() if not log.empty else ())}
+
     reasons: dict[str, str] = {}
-    abandoned: dict[str, str] = {}
+    suspects: list[str] = []
     for key in keys:
-        src = sources.get(key)
-        mesh = mesh_events.get(key)
-        sha = str(src.metadata.get("sha256", "")) if src else ""
+        if key in running:
+            continue
         if key in failed:
-            reason = "last attempt failed"
-        elif mesh is None:
-            reason = "no mesh yet"
-        elif src is not None and mesh.tags.get(source_tag) != src.data_version:
-            reason = "image content changed"
-        elif mesh.tags.get("dagster/code_version") != MESH_CODE_VERSION:
-            reason = "mesh code version changed"
+            reasons[key] = FAILED
+        elif key not in meshes:
+            reasons[key] = MISSING
+        elif key in sources and meshes[key] not in _fresh_mesh_versions(sources[key], models):
+            suspects.append(key)
+    reasons.update(_stale_reasons(instance, suspects[:MAX_STALE_LOOKUPS], sources))
+
+    abandoned: dict[str, str] = {}
+    failing = [key for key, why in reasons.items() if why == FAILED]
+    for key, history in failure_history(instance, log, failing, sources, max_attempts).items():
+        if history.attempts >= max_attempts:
+            del reasons[key]
+            abandoned[key] = (
+                f"{history.attempts} failed attempts in a row for this image content; last "
+                f"error: {history.last_error[:300] or 'unknown'}. Fix or replace the image "
+                "(the sensor requests changed content) or materialize it by hand."
+            )
+    return RefreshPlan(reasons, abandoned, len(running))
+
+
+def _keys(subset) -> set[str]:
+    return set(subset.get_partition_keys()) if subset else set()
+
+
+def _data_versions(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dict[str, str]:
+    """partition -> data version of its latest materialization (an indexed tag: one query)."""
+    tags = instance.event_log_storage.get_latest_tags_by_partition(
+        asset_key, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]
+    )
+    return {key: t[DATA_VERSION_TAG] for key, t in tags.items() if DATA_VERSION_TAG in t}
+
+
+def _fresh_mesh_versions(source_version: str, models: Iterable[str]) -> set[str]:
+    """The data versions a mesh made now from this source version would have, per model."""
+    source = PartitionMaterialization("", 0, source_version, {}, {}, 0.0)
+    return {
+        derived_version_tags(MESH_CODE_VERSION, {SOURCE_IMAGES: source}, model)[DATA_VERSION_TAG]
+        for model in models
+    }
+
+
+def _stale_reasons(
+    instance: dg.DagsterInstance, keys: Sequence[str], sources: Mapping[str, str]
+) -> dict[str, str]:
+    """Read the meshes' provenance tags to say why they are stale (or that they are not:
+    a model unknown to the prediction log also changes the data version)."""
+    reasons = {}
+    input_tag = get_input_data_version_tag(SOURCE_IMAGES)
+    for key, mesh in latest_materializations(instance, MESHES, keys).items():
+        if mesh.tags.get(input_tag) != sources.get(key):
+            reasons[key] = CONTENT_CHANGED
+        elif mesh.tags.get(CODE_VERSION_TAG) != MESH_CODE_VERSION:
+            reasons[key] = CODE_CHANGED
+    return reasons
+
+
+def failure_history(
+    instance: dg.DagsterInstance,
+    log: pd.DataFrame,
+    keys: Sequence[str],
+    sources: Mapping[str, str],
+    max_attempts: int = MAX_ATTEMPTS_PER_IMAGE,
+) -> dict[str, FailureHistory]:
+    """Failed attempts in a row per partition, counted where they happened: at registration
+    (the `image_decodes` check; the file itself is the content) or at generation (the
+    prediction log's rows for the image's current sha256)."""
+    if not keys:
+        return {}
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        [_SOURCE_CHECK_KEY], partition_keys=list(keys)
+    )
+    at_registration = {
+        info.partition_key
+        for info in infos
+        if info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED
+    }
+    rows = _rows_by_partition(log, keys)
+    history = {}
+    for key in keys:
+        if key in at_registration:
+            history[key] = _registration_failures(instance, key, max_attempts)
         else:
-            continue
-        attempts = failed_attempts.get((key, sha), 0)
-        if reason == "last attempt failed" and attempts >= max_attempts:
-            abandoned[key] = f"{attempts} failed attempts for this image content; fix the image"
-            continue
-        reasons[key] = reason
-    return RefreshPlan(reasons, abandoned)
+            history[key] = _generation_failures(rows.get(key), sources.get(key, ""))
+    return history
 
 
-def failed_attempts_from_log(mesh_store: MeshStoreResource) -> Counter:
-    frame = mesh_store.prediction_log().read()
-    if frame.empty:
-        return Counter()
-    failed = frame[frame["status"] == "failed"]
-    return Counter(zip(failed["partition_key"], failed["image_sha256"].fillna(""), strict=True))
+def _registration_failures(
+    instance: dg.DagsterInstance, key: str, max_attempts: int
+) -> FailureHistory:
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        _SOURCE_CHECK_KEY,
+        limit=max_attempts * 3,
+        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
+        partition_filter=PartitionKeyFilter(key=key),
+    )
+    runs: set[str] = set()
+    last_error = ""
+    for record in records:  # newest first
+        if record.status != AssetCheckExecutionRecordStatus.FAILED:
+            break
+        runs.add(record.run_id)
+        if not last_error:
+            last_error = _check_error(record)
+    return FailureHistory(len(runs), last_error)
+
+
+def _check_error(record) -> str:
+    evaluation = record.event.dagster_event.event_specific_data if record.event else None
+    metadata = getattr(evaluation, "metadata", None) or {}
+    error = metadata.get("error")
+    return str(getattr(error, "value", error) or "")
+
+
+def _rows_by_partition(log: pd.DataFrame, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
+    if log.empty:
+        return {}
+    rows = log[log["partition_key"].isin(set(keys))].sort_values("logged_at")
+    return {str(key): group for key, group in rows.groupby("partition_key", sort=False)}
+
+
+def _generation_failures(rows: pd.DataFrame | None, sha256: str) -> FailureHistory:
+    if rows is None:
+        return FailureHistory(0, "")
+    rows = rows[rows["image_sha256"].fillna("") == sha256]
+    succeeded = (rows["status"] != "failed").to_numpy().nonzero()[0]
+    since = rows.iloc[succeeded[-1] + 1 :] if len(succeeded) else rows
+    if since.empty:
+        return FailureHistory(0, "")
+    error = since["error"].iloc[-1]
+    return FailureHistory(int(since["run_id"].nunique()), "" if pd.isna(error) else str(error))
 
 
 @dg.schedule(
@@ -90,30 +251,60 @@ def failed_attempts_from_log(mesh_store: MeshStoreResource) -> Counter:
     description="Re-request meshes that failed, are missing, or are stale; capped per image.",
 )
 def refresh_schedule(context: dg.ScheduleEvaluationContext, mesh_store: MeshStoreResource):
-    plan = plan_refresh(context.instance, failed_attempts_from_log(mesh_store))
-    for key, why in sorted(plan.abandoned.items()):
+    plan = plan_refresh(
+        context.instance, mesh_store.prediction_log().read(), MAX_ATTEMPTS_PER_IMAGE
+    )
+    for key, why in sorted(plan.abandoned.items())[:20]:
         context.log.warning(f"not retrying {key}: {why}")
+    if len(plan.abandoned) > 20:
+        context.log.warning(f"... and {len(plan.abandoned) - 20} more image(s) not retried")
     if not plan.reasons:
+        left = "; ".join(f"{k}: {why}" for k, why in sorted(plan.abandoned.items())[:5])
         return dg.SkipReason(
-            f"nothing to refresh ({len(plan.abandoned)} image(s) abandoned after repeated failures)"
+            f"nothing to refresh ({plan.in_progress} image(s) in progress, "
+            f"{len(plan.abandoned)} left alone after repeated failures)"
+            + (f". Not retried: {left}" if left else "")
         )
-    ordered = context.instance.get_dynamic_partitions(images_partitions.name)
+    ordered = context.instance.get_dynamic_partitions(IMAGES)
+    batches = batched_ranges(ordered, set(plan.reasons), MAX_IMAGES_PER_RUN)
+    if len(batches) > MAX_RUN_REQUESTS_PER_TICK:
+        context.log.info(f"{len(batches) - MAX_RUN_REQUESTS_PER_TICK} run(s) left for next tick")
+    prefix = f"refresh-{_tick_label(context)}"
     requests = []
-    tick = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
-    for start, end in contiguous_ranges(ordered, set(plan.reasons))[:MAX_RUN_REQUESTS_PER_TICK]:
-        why = sorted({plan.reasons[k] for k in ordered[ordered.index(start) : ordered.index(end) + 1]})
-        tags = {"hunyuan/trigger": "refresh_schedule", "hunyuan/refresh_reason": ", ".join(why)}
-        if start == end:
-            requests.append(dg.RunRequest(run_key=f"refresh-{tick}-{start}", partition_key=start, tags=tags))
-        else:
-            tags.update({ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end})
-            requests.append(dg.RunRequest(run_key=f"refresh-{tick}-{start}-{end}", tags=tags))
+    for batch in batches[:MAX_RUN_REQUESTS_PER_TICK]:
+        why = ", ".join(sorted({plan.reasons[k] for k in batch}))
+        tags = {TRIGGER_TAG: "refresh_schedule", REASON_TAG: why}
+        requests.append(
+            run_request_for_batch(batch, run_key_for(batch, plan.reasons, prefix), tags)
+        )
     return requests
 
 
-compaction_schedule = dg.ScheduleDefinition(
+def _tick_label(context: dg.ScheduleEvaluationContext) -> str:
+    """The tick's scheduled time (one run key per batch per tick); 'manual' outside the daemon."""
+    try:
+        moment: datetime = context.scheduled_execution_time
+    except CheckError:
+        return "manual"
+    return moment.strftime("%Y%m%dT%H%M%S")
+
+
+@dg.schedule(
     job=compact_log_job,
     cron_schedule="17 3 * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily: merge the prediction log's small parquet files (crash-safe, no row lost).",
 )
+def compaction_schedule(context: dg.ScheduleEvaluationContext):
+    """One compaction at a time: a compaction recovers every journal it finds, even a running
+    compaction's (the op's pool also serializes compactions launched by hand)."""
+    running = context.instance.get_run_records(
+        dg.RunsFilter(job_name=compact_log_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES)),
+        limit=1,
+    )
+    if running:
+        run = running[0].dagster_run
+        return dg.SkipReason(
+            f"compaction run {run.run_id} is still {run.status.value}; one at a time"
+        )
+    return dg.RunRequest(run_key=f"compaction-{_tick_label(context)}")
