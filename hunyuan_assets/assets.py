@@ -10,7 +10,9 @@ Either asset can be materialized alone; `meshes` then reads the registered image
 
 import asyncio
 import base64
+import io
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -165,7 +167,9 @@ def image_meshes(
     selected = context.selected_asset_keys
     if SOURCE_IMAGES in selected:
         keys = _keys_to_do(context, SOURCE_IMAGES)
-        yield from _register_partitions(context, keys, images, hunyuan3d, failures, transient)
+        yield from _register_partitions(
+            context, keys, images, hunyuan3d, mesh_store, failures, transient
+        )
     if MESHES in selected:
         keys = _keys_to_do(context, MESHES)
         yield from _mesh_partitions(
@@ -198,14 +202,18 @@ def _register_partitions(
     keys: list[str],
     images: ImagesResource,
     hunyuan3d: Hunyuan3DResource,
+    mesh_store: MeshStoreResource,
     failures: dict[str, str],
     transient: set[str],
 ) -> Iterator:
     source = images.open()
+    log = mesh_store.prediction_log()
+    run_id = context.run.run_id
     refs = {ref.partition_key: ref for ref in source.list_images()}
     for key in keys:
         if key not in refs:
             failures[key] = f"no such image in {source.uri}"
+            log.append([_log_row_for_error(key, None, hunyuan3d.model, run_id, failures[key])])
             yield _check(SOURCE_CHECK, key, False, {"error": failures[key]}, asset=SOURCE_IMAGES)
 
     async def register() -> list[Registration]:
@@ -219,7 +227,15 @@ def _register_partitions(
             failures[key] = reg.error or "unknown error"
             if reg.transient:
                 transient.add(key)
-            yield _check(SOURCE_CHECK, key, False, {"error": reg.error}, asset=SOURCE_IMAGES)
+            # Never submitted, but logged: the audit trail shows every image that was tried.
+            row = _log_row_for_error(key, None, hunyuan3d.model, run_id, failures[key])
+            log.append([replace(row, image_uri=reg.ref.uri, image_sha256=reg.content_sha256)])
+            evidence = {
+                "error": reg.error,
+                "sha256": reg.content_sha256,
+                "fingerprint": reg.ref.fingerprint,
+            }
+            yield _check(SOURCE_CHECK, key, False, evidence, asset=SOURCE_IMAGES)
             continue
         info = reg.info
         yield dg.AssetMaterialization(
@@ -465,9 +481,22 @@ def _mesh_metadata(outcome: MeshOutcome, model: str) -> dict:
         "reused_from": outcome.reused_from or "",
     }
     if outcome.preview_png:
-        encoded = base64.b64encode(outcome.preview_png).decode()
-        metadata["preview"] = dg.MetadataValue.md(f"![preview](data:image/png;base64,{encoded})")
+        metadata["preview"] = dg.MetadataValue.md(_preview_markdown(outcome.preview_png))
     return {k: v for k, v in metadata.items() if v is not None}
+
+
+def _preview_markdown(png: bytes, edge: int = 192) -> str:
+    """A small JPEG thumbnail inline: every event carries it, so it is kept to a few KB (the
+    full-size PNG stays in the store beside the mesh)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        thumb = image.convert("RGB")
+        thumb.thumbnail((edge, edge))
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="JPEG", quality=82)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"![preview](data:image/jpeg;base64,{encoded})"
 
 
 def _log_row(outcome: MeshOutcome, model: str, run_id: str) -> PredictionLogRow:

@@ -2,7 +2,14 @@
 
 No Dagster here: the `meshes` asset turns each `MeshOutcome` into Dagster events and log rows.
 Every prediction id is recorded in the store before it is waited on (see `records.py`), so a
-killed run, a step retry or a second run of the same picture never pays twice.
+killed run, a step retry or a second run of the same picture never pays twice:
+- a recorded `pending` prediction is resumed, whoever submitted it;
+- only the run that wins the exclusive claim on the next generation submits; the others wait
+  for its prediction id and then wait on that prediction too;
+- a submit whose answer was lost (or a claim whose run died mid-submit) is never resubmitted
+  automatically: it may exist and be billed, so a person resolves it;
+- an attempt pays for at most one new prediction, and only when the latest one failed or is
+  unknown to the API (never because a wait timed out or a download broke).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Literal
 
 from hunyuan_assets.client import (
     AsyncHunyuan3DClient,
-    OutputDownloadError,
+    OutputExpiredError,
     Prediction,
     PredictionFailedError,
     PredictionNotFoundError,
@@ -26,12 +33,28 @@ from hunyuan_assets.client import (
     WaveSpeedError,
 )
 from hunyuan_assets.glb import MeshError, MeshInfo, inspect_glb, render_preview
-from hunyuan_assets.records import PredictionRecord, PredictionRecords, now_iso, record_key
+from hunyuan_assets.records import (
+    PredictionRecord,
+    PredictionRecords,
+    now_iso,
+    record_prefix,
+    uncertain_help,
+)
 from hunyuan_assets.store import MeshStore, mesh_key, preview_key
 
 NsfwPolicy = Literal["keep", "quarantine", "fail"]
 OutcomeStatus = Literal["completed", "reused", "failed"]
 logger = logging.getLogger("hunyuan_assets.mesh_generation")
+
+
+class ResubmissionRefusedError(Exception):
+    """Submitting this picture again could pay twice: a submission may exist without a known
+    prediction id (a person decides), or this run already paid for the picture (a new run may
+    try again)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -51,7 +74,8 @@ class GenerationPolicy:
     reuse_identical_images: bool = True
     preview_size: int = 256
     run_id: str = ""
-    # How long to wait for another run that claimed the same picture to get its prediction id.
+    # How long a claim may stay `submitting` (no prediction id yet) before it is reported as
+    # unresolved. Past it, the claimant is presumed dead mid-submit; it is never taken over.
     claim_wait_seconds: float = 120.0
 
 
@@ -120,19 +144,19 @@ class MeshGenerator:
         try:
             async with self._slots:
                 return await self._generate_once(request, prefix)
-        except WaveSpeedError as exc:
-            return _failure(request, exc, transient=exc.transient)
-        except MeshError as exc:
-            return _failure(request, exc, transient=False)
-        except UnresolvedSubmissionError as exc:
-            return _failure(request, exc, transient=exc.transient)
+        except (WaveSpeedError, ResubmissionRefusedError, MeshError) as exc:
+            # The log row names the generation (attempt) that failed, as the record says.
+            record = await self._latest(prefix)
+            attempt = record.generation if record else 0
+            transient = getattr(exc, "transient", False)
+            return _failure(request, exc, transient=transient, attempt=attempt)
 
     async def _generate_once(self, request: MeshRequest, prefix: str) -> MeshOutcome:
         """Reuse, resume or submit; wait; store. Pays for at most one new prediction."""
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
         while True:
-            record = await self._settle(request, prefix, record)
+            record = await self._settle(request, prefix, record, leftover)
             if record.state == "completed":
                 return await asyncio.to_thread(self._reused, request, record)
             resumed = record.state == "pending"
@@ -155,7 +179,7 @@ class MeshGenerator:
                 # A prediction left by an earlier attempt is unknown (expired, wrong account) or
                 # failed unseen: this attempt is entitled to exactly one new one.
                 logger.warning(
-                    "%s: earlier prediction %s is %s; submitting anew",
+                    "%s: prediction %s from an earlier attempt is %s",
                     request.partition_key,
                     record.prediction_id,
                     "unknown to the API" if isinstance(exc, PredictionNotFoundError) else "failed",
@@ -164,21 +188,24 @@ class MeshGenerator:
             return await self._store_output(request, prefix, record, prediction, resumed)
 
     async def _settle(
-        self, request: MeshRequest, prefix: str, record: PredictionRecord | None
+        self, request: MeshRequest, prefix: str, record: PredictionRecord | None, leftover: int
     ) -> PredictionRecord:
         """Turn the latest record into one of: `completed` with its mesh stored (reuse it),
-        `pending` (wait on it), or our own `submitting` claim (submit it)."""
+        `pending` (wait on it), or our own `submitting` claim (submit it). `leftover` is the
+        newest generation left by earlier attempts (see `_leftover_generation`)."""
         started = time.monotonic()
         delay = 0.05
         while True:
-            if record is not None and record.state == "pending":
+            if record is None:
+                if claim := await self._try_claim(request, prefix, None):
+                    return claim
+            elif record.state == "pending":
                 return record
-            if record is not None and record.state == "completed":
-                if record.mesh_key and await asyncio.to_thread(self.store.exists, record.mesh_key):
-                    return record
-            if record is not None and record.state == "uncertain":
-                raise UnresolvedSubmissionError(uncertain_help(self.store, prefix, record))
-            if record is not None and record.state == "submitting":
+            elif record.state == "completed" and await self._mesh_stored(record):
+                return record
+            elif record.state == "uncertain":
+                raise ResubmissionRefusedError(uncertain_help(self.store, prefix, record))
+            elif record.state == "submitting":
                 # Another run (or a dead attempt) holds the claim and has no prediction id yet.
                 self._check_claim_alive(prefix, record, time.monotonic() - started)
                 logger.info(
@@ -189,30 +216,18 @@ class MeshGenerator:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            else:
-                # Never submitted, failed, or completed with the mesh gone: claim the next
-                # generation. Losing means another run claimed it: read and follow theirs.
-                claim = self._claim_record(request, record)
-                if await asyncio.to_thread(self.records.claim, prefix, claim):
+            else:  # failed, or completed with the mesh gone: a new generation may submit
+                self._check_may_pay_again(record, leftover)
+                if claim := await self._try_claim(request, prefix, record):
                     return claim
+            # Lost the claim to another run, or still waiting for one: follow the latest.
             record = await self._latest(prefix)
 
-    def _check_claim_alive(self, prefix: str, record: PredictionRecord, waited: float) -> None:
-        """A claim that stays `submitting` for too long belongs to a run that died during the
-        submit POST: it may have been billed, so it is reported, never taken over."""
-        limit = self.policy.claim_wait_seconds
-        if record.age_seconds() < limit and waited < limit:
-            return
-        raise UnresolvedSubmissionError(
-            f"no prediction id after {limit:g} s: " + uncertain_help(self.store, prefix, record),
-            # The claimant may still be alive and slow: a later attempt looks again.
-            transient=record.age_seconds() < 2 * limit,
-        )
-
-    def _claim_record(
-        self, request: MeshRequest, previous: PredictionRecord | None
-    ) -> PredictionRecord:
-        return PredictionRecord(
+    async def _try_claim(
+        self, request: MeshRequest, prefix: str, previous: PredictionRecord | None
+    ) -> PredictionRecord | None:
+        """Our claim on the next generation, or None when another run claimed it first."""
+        claim = PredictionRecord(
             state="submitting",
             image_sha256=request.image_sha256,
             model=self.policy.model,
@@ -221,6 +236,42 @@ class MeshGenerator:
             updated_at=now_iso(),
             generation=previous.generation + 1 if previous else 1,
         )
+        return claim if await asyncio.to_thread(self.records.claim, prefix, claim) else None
+
+    async def _mesh_stored(self, record: PredictionRecord) -> bool:
+        return bool(record.mesh_key) and await asyncio.to_thread(
+            self.store.exists, record.mesh_key or ""
+        )
+
+    def _check_claim_alive(self, prefix: str, record: PredictionRecord, waited: float) -> None:
+        """A claim that stays `submitting` for too long belongs to a run that died during the
+        submit POST: it may have been billed, so it is reported, never taken over."""
+        limit = self.policy.claim_wait_seconds
+        if record.age_seconds() < limit and waited < limit:
+            return
+        raise ResubmissionRefusedError(
+            f"no prediction id after {limit:g} s: " + uncertain_help(self.store, prefix, record),
+            # The claimant may still be alive and slow: a later attempt looks again.
+            transient=record.age_seconds() < 2 * limit,
+        )
+
+    def _check_may_pay_again(self, record: PredictionRecord, leftover: int) -> None:
+        """Replacing a paid prediction that failed is allowed once per attempt and once per run.
+
+        A generation newer than `leftover` was paid for while this attempt ran (by a concurrent
+        run): its failure is fresh, not a reason to pay again. And a step retry redoes every
+        partition the failed step did not materialize, permanently failed ones included: without
+        the run check it would pay for a failing picture again on each retry. (A record without
+        a prediction id cost nothing: the API refused the submit, so trying again is fine.)"""
+        if not record.prediction_id:
+            return
+        ours = bool(self.policy.run_id) and record.run_id == self.policy.run_id
+        if record.generation > leftover or ours:
+            raise ResubmissionRefusedError(
+                f"prediction {record.prediction_id} (generation {record.generation}, run "
+                f"{record.run_id}) is {record.state}: {record.error or 'its mesh is missing'}. "
+                "Not paying for the same picture twice in one run; a new run submits it once more."
+            )
 
     async def _submit(
         self, request: MeshRequest, prefix: str, claim: PredictionRecord
@@ -251,7 +302,7 @@ class MeshGenerator:
     async def _store_output(
         self,
         request: MeshRequest,
-        key: str,
+        prefix: str,
         record: PredictionRecord,
         prediction: Prediction,
         resumed: bool,
@@ -260,33 +311,19 @@ class MeshGenerator:
             raise MeshError(f"prediction {prediction.id} completed without outputs")
         nsfw = prediction.nsfw
         quarantined = nsfw and self.policy.nsfw_policy != "keep"
-        glb_key = mesh_key(request.image_sha256, self.policy.model, quarantined=quarantined)
-        png_key = preview_key(request.image_sha256, self.policy.model, quarantined=quarantined)
-        if not self.policy.reuse_identical_images:
-            # Not shared: each partition keeps its own prediction's mesh.
-            glb_key = f"{glb_key.rsplit('/', 1)[0]}/{request.partition_key}/mesh.glb"
-            png_key = f"{png_key.rsplit('/', 1)[0]}/{request.partition_key}/preview.png"
+        glb_key, png_key = self._mesh_keys(request, quarantined)
         with tempfile.TemporaryDirectory(prefix="hunyuan-mesh-") as tmp:
             local = Path(tmp) / "mesh.glb"
-            try:
-                await self.client.download(prediction.outputs[0], local)
-            except OutputDownloadError:
-                failed = record.evolve(state="failed", error="output could not be downloaded")
-                await asyncio.to_thread(self.records.put, key, failed)
-                raise
+            await self._download(prediction, local, prefix, record)
             try:
                 info: MeshInfo | None = await asyncio.to_thread(inspect_glb, local)
-                png = await asyncio.to_thread(
-                    render_preview, local, size=self.policy.preview_size
-                )
+                png = await asyncio.to_thread(render_preview, local, size=self.policy.preview_size)
                 mesh_error = None
             except MeshError as exc:
                 # Paid for, so kept: the glb_valid check fails and the next attempt resubmits.
                 info, png, mesh_error = None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
-        preview_uri = (
-            await asyncio.to_thread(self.store.put_bytes, png_key, png) if png else None
-        )
+        preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png) if png else None
         details = _prediction_details(prediction, info)
         if mesh_error:
             details["mesh_error"] = mesh_error
@@ -299,7 +336,7 @@ class MeshGenerator:
             quarantined=quarantined,
             details=details,
         )
-        await asyncio.to_thread(self.records.put, key, done)
+        await self._put(prefix, done)
         outcome = MeshOutcome(
             request=request,
             status="completed",
@@ -311,12 +348,33 @@ class MeshGenerator:
             nsfw=nsfw,
             quarantined=quarantined,
             resumed=resumed,
-            attempt=done.attempts,
+            attempt=done.generation,
             details=done.details,
         )
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
+
+    def _mesh_keys(self, request: MeshRequest, quarantined: bool) -> tuple[str, str]:
+        glb_key = mesh_key(request.image_sha256, self.policy.model, quarantined=quarantined)
+        png_key = preview_key(request.image_sha256, self.policy.model, quarantined=quarantined)
+        if not self.policy.reuse_identical_images:
+            # Not shared: each partition keeps its own prediction's mesh.
+            glb_key = f"{glb_key.rsplit('/', 1)[0]}/{request.partition_key}/mesh.glb"
+            png_key = f"{png_key.rsplit('/', 1)[0]}/{request.partition_key}/preview.png"
+        return glb_key, png_key
+
+    async def _download(
+        self, prediction: Prediction, dest: Path, prefix: str, record: PredictionRecord
+    ) -> None:
+        try:
+            await self.client.download(prediction.outputs[0], dest)
+        except OutputExpiredError as exc:
+            # The output is gone for good: only a new prediction can make this mesh.
+            await self._put(prefix, record.evolve(state="failed", error=str(exc)))
+            raise
+        # Any other download error leaves the record `pending`: the next attempt downloads the
+        # same paid-for output again instead of paying for a new prediction.
 
     def _reused(self, request: MeshRequest, record: PredictionRecord) -> MeshOutcome:
         """A mesh for this exact picture is already stored: no API call, nothing paid."""
@@ -330,12 +388,23 @@ class MeshGenerator:
             nsfw=record.nsfw,
             quarantined=record.quarantined,
             reused_from=record.partition_key,
-            attempt=record.attempts,
+            attempt=record.generation,
             details=record.details,
         )
         if record.nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
+
+
+def _leftover_generation(record: PredictionRecord | None) -> int:
+    """The newest generation that an earlier attempt left behind. If its prediction turns out
+    unknown or failed, this attempt may submit once more; if a generation claimed later fails,
+    that failure is fresh and final for this attempt (no resubmission loops)."""
+    if record is None:
+        return 0
+    if record.state == "submitting":
+        return record.generation - 1  # a live claim: its prediction is a fresh attempt
+    return record.generation
 
 
 async def _follow(primary: asyncio.Task[MeshOutcome], request: MeshRequest) -> MeshOutcome:
@@ -346,7 +415,10 @@ async def _follow(primary: asyncio.Task[MeshOutcome], request: MeshRequest) -> M
             request=request,
             status="failed",
             reused_from=first.request.partition_key,
-            error=f"shares its picture with {first.request.partition_key}, which failed: {first.error}",
+            error=(
+                f"shares its picture with {first.request.partition_key}, which failed: "
+                f"{first.error}"
+            ),
             error_type=first.error_type,
             transient=first.transient,
         )
@@ -383,11 +455,12 @@ def _nsfw_rejected(outcome: MeshOutcome) -> MeshOutcome:
     )
 
 
-def _failure(request: MeshRequest, exc: Exception, *, transient: bool) -> MeshOutcome:
+def _failure(request: MeshRequest, exc: Exception, *, transient: bool, attempt: int) -> MeshOutcome:
     prediction = getattr(exc, "prediction", None)
     return MeshOutcome(
         request=request,
         status="failed",
+        attempt=attempt,
         prediction=prediction if isinstance(prediction, Prediction) else None,
         error=str(exc),
         error_type=type(exc).__name__,

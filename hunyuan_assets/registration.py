@@ -7,6 +7,7 @@ uploads for 7 days, so a registration carries the time after which its URL must 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ class Registration:
     url_expires_at: datetime | None = None
     error: str | None = None
     transient: bool = False
+    content_sha256: str | None = None  # of the raw bytes, even when they do not decode
 
     @property
     def ok(self) -> bool:
@@ -62,11 +64,13 @@ async def _register(
 ) -> Registration:
     try:
         data = await asyncio.to_thread(source.read_bytes, ref)
-        info = describe_image(data)
-    except InvalidImageError as exc:
-        return Registration(ref=ref, error=f"{ref.relative_path}: {exc}")
     except OSError as exc:
         return Registration(ref=ref, error=f"{ref.relative_path} could not be read: {exc}")
+    raw_sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        info = describe_image(data)
+    except InvalidImageError as exc:
+        return Registration(ref=ref, error=f"{ref.relative_path}: {exc}", content_sha256=raw_sha256)
     now = datetime.now(UTC)
     presigned = await asyncio.to_thread(source.image_url, ref)
     if presigned:
@@ -76,5 +80,11 @@ async def _register(
     try:
         url = await client.upload(local_path)
     except WaveSpeedError as exc:
-        return Registration(ref, info, error=f"upload failed: {exc}", transient=exc.transient)
+        return Registration(
+            ref,
+            info,
+            error=f"upload failed: {exc}",
+            transient=exc.transient,
+            content_sha256=info.sha256,
+        )
     return Registration(ref, info, url, now + UPLOAD_URL_LIFETIME)

@@ -1,5 +1,6 @@
 """The asset graph through `materialize`, against the emulator over loopback."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
         assert meta["inference_ms"] >= 0 and meta["wall_ms"] > 0 and meta["polls"] >= 1
         assert meta["has_nsfw_contents"] == [False] and meta["nsfw"] is False
         assert meta["has_base_color_texture"] is True
-        assert "data:image/png;base64," in meta["preview"]
+        assert "data:image/jpeg;base64," in meta["preview"]
+        assert len(meta["preview"]) < 16_000, "the inline thumbnail stays small"
         glb = Path(meta["mesh_uri"].removeprefix("file://"))
         assert glb.is_file() and (glb.parent / "preview.png").is_file()
         assert inspect_glb(glb).faces == meta["faces"]
@@ -162,12 +164,18 @@ def test_one_bad_image_fails_alone(emulator, instance, images_dir, tmp_path):
     assert failed_partitions(instance) == {"broken.png", "doomed.png"}
     assert failed_partitions(instance, SOURCE_IMAGES) == {"broken.png"}
     assert check_results(instance, "image_decodes", SOURCE_IMAGES)["broken.png"] is False
+    broken_bytes = (images_dir / "broken.png").read_bytes()
 
     log = PredictionLog(open_mesh_store(str(store_dir))).read().set_index("partition_key")
     assert log.loc["doomed.png", "status"] == "failed"
     assert "model crashed" in log.loc["doomed.png", "error"]
     assert log.loc["doomed.png", "prediction_id"]
     assert (log.loc[sorted(good), "status"] == "completed").all()
+    # the undecodable image is in the log too, identified by its bytes, never submitted
+    assert log.loc["broken.png", "status"] == "failed"
+    assert "broken.png" in log.loc["broken.png", "error"]
+    assert log.loc["broken.png", "image_sha256"] == hashlib.sha256(broken_bytes).hexdigest()
+    assert pd.isna(log.loc["broken.png", "prediction_id"])
     assert emulator.stats()["submissions"] == 4  # the undecodable image was never submitted
 
 

@@ -1,0 +1,516 @@
+"""Crash-safe resume and no double pay, over real HTTP against the emulator.
+
+Every test counts `submissions` at the emulator: one submission is one paid prediction.
+Runs that must die are real processes killed with SIGKILL; runs that must overlap really do
+(the emulator holds predictions `processing` until both are waiting). No sleeps synchronise
+anything: `wait_until` polls a condition under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from hunyuan_assets.assets import MESHES
+from hunyuan_assets.backfill import add_image_partitions, materialize_images
+from hunyuan_assets.client import (
+    DEFAULT_MODEL,
+    AsyncHunyuan3DClient,
+    ClientSettings,
+    HttpRetryPolicy,
+    PollPolicy,
+    PredictionFailedError,
+)
+from hunyuan_assets.definitions import build_resources
+from hunyuan_assets.lineage import latest_materializations
+from hunyuan_assets.log import PredictionLog
+from hunyuan_assets.mesh_generation import GenerationPolicy, MeshGenerator, MeshRequest
+from hunyuan_assets.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
+from hunyuan_assets.resource import Hunyuan3DResource
+from hunyuan_assets.sources import SAMPLES_DIR
+from hunyuan_assets.store import LocalMeshStore
+
+IMAGE = "mug.png"
+SHA256 = hashlib.sha256((SAMPLES_DIR / IMAGE).read_bytes()).hexdigest()
+PREFIX = record_prefix(SHA256, DEFAULT_MODEL)
+FAST_POLL = {"poll_initial_interval": 0.05, "poll_max_interval": 0.2}
+MESH_LOGGER = "hunyuan_assets.mesh_generation"
+
+# Materializes the partitions named on the command line against $DAGSTER_HOME, like a run
+# launched by Dagster would, with the same resources the test process uses to resume.
+RUNNER = textwrap.dedent(
+    """
+    import logging, os, sys
+    import dagster as dg
+    from hunyuan_assets.backfill import materialize_images
+    from hunyuan_assets.definitions import build_resources
+    from hunyuan_assets.resource import Hunyuan3DResource
+
+    mesh_logger = logging.getLogger("hunyuan_assets.mesh_generation")
+    mesh_logger.setLevel(logging.INFO)
+    mesh_logger.addHandler(logging.StreamHandler(sys.stdout))
+    resources = build_resources()
+    resources["hunyuan3d"] = Hunyuan3DResource(
+        base_url=os.environ["WAVESPEED_BASE_URL"],
+        poll_initial_interval=0.05,
+        poll_max_interval=0.2,
+        wait_deadline=float(os.environ.get("TEST_WAIT_DEADLINE", "1800")),
+    )
+    instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
+    results = materialize_images(instance, resources, sys.argv[1:])
+    sys.exit(0 if all(r.success for r in results) else 1)
+    """
+)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 30.0, proc=None
+) -> object:
+    """Poll `condition` until it is truthy; fail with `what` at the deadline, or at once when
+    `proc` (a run that should still be alive) has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the run exited ({proc.returncode}) before {what}:\n{proc.output()}")
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def latest_record(store_dir: Path) -> PredictionRecord | None:
+    return PredictionRecords(LocalMeshStore(store_dir)).latest(PREFIX)
+
+
+def pending_record(store_dir: Path) -> PredictionRecord | None:
+    record = latest_record(store_dir)
+    return record if record is not None and record.state == "pending" else None
+
+
+def hunyuan(emulator, **settings) -> Hunyuan3DResource:
+    return Hunyuan3DResource(base_url=emulator.base_url, **{**FAST_POLL, **settings})
+
+
+def resources_for(emulator, images: Path, store: Path, **settings) -> dict:
+    resources = build_resources(images=str(images), store=str(store), base_url=emulator.base_url)
+    resources["hunyuan3d"] = hunyuan(emulator, **settings)
+    return resources
+
+
+def log_rows(store_dir: Path) -> list[dict]:
+    frame = PredictionLog(LocalMeshStore(store_dir)).read().sort_values("logged_at")
+    return frame[["prediction_id", "status", "error", "attempt"]].to_dict("records")
+
+
+class Run:
+    """`RUNNER` in its own process group, so SIGKILL takes the whole run down at once."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], keys: list[str]) -> None:
+        script = tmp / "runner.py"
+        script.write_text(RUNNER)
+        self.out = (tmp / f"run-{time.monotonic_ns()}.log").open("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), *keys],
+            env={**os.environ, **env},
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def output(self) -> str:
+        self.out.seek(0)
+        return self.out.read()[-4000:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.out.close()
+
+
+class MeshLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, needle: str) -> list[str]:
+        return [m for r in list(self.records) if needle in (m := r.getMessage())]
+
+
+@pytest.fixture
+def mesh_log() -> Iterator[MeshLog]:
+    handler, logger = MeshLog(), logging.getLogger(MESH_LOGGER)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+@pytest.fixture
+def images_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(SAMPLES_DIR / IMAGE, folder / IMAGE)
+    return folder
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[Callable[..., Run]]:
+    started: list[Run] = []
+
+    def start(env: dict[str, str], keys: list[str]) -> Run:
+        started.append(Run(tmp_path, env, keys))
+        return started[-1]
+
+    yield start
+    for run in started:  # a failed test must not leave a run behind
+        run.kill()
+
+
+def run_env(emulator, images: Path, store: Path, home: Path, **extra: str) -> dict[str, str]:
+    return {
+        "WAVESPEED_BASE_URL": emulator.base_url,
+        "HUNYUAN_IMAGES": str(images),
+        "HUNYUAN_STORE": str(store),
+        "DAGSTER_HOME": str(home),
+        **extra,
+    }
+
+
+# -- 1. a killed run ---------------------------------------------------------------------------
+def test_killed_run_resumes_its_prediction(emulator, runs, images_dir, dagster_home, tmp_path):
+    store_dir = tmp_path / "store"
+    emulator.configure(hold=True)
+    started = time.monotonic()
+    run = runs(run_env(emulator, images_dir, store_dir, dagster_home), [IMAGE])
+    record = wait_until(lambda: pending_record(store_dir), "the pending record", proc=run)
+    recorded_at = time.monotonic()
+    run.kill()
+    killed_at = time.monotonic()
+    assert emulator.stats()["submissions"] == 1
+    assert emulator.stats()["predictions"]["processing"] == 1  # paid for, still running
+
+    emulator.configure(hold=False)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [result] = materialize_images(
+            instance, resources_for(emulator, images_dir, store_dir), [IMAGE]
+        )
+        assert result.success
+        assert emulator.stats()["submissions"] == 1, "the resumed run paid again"
+        assert IMAGE in instance.get_materialized_partitions(MESHES)
+        meta = latest_materializations(instance, MESHES, [IMAGE])[IMAGE].metadata
+    resumed_at = time.monotonic()
+    assert meta["prediction_id"] == record.prediction_id
+    assert meta["resumed_prediction"] is True
+    assert Path(meta["mesh_uri"].removeprefix("file://")).is_file()
+    assert latest_record(store_dir).state == "completed"
+    assert [(r["prediction_id"], r["status"]) for r in log_rows(store_dir)] == [
+        (record.prediction_id, "completed")
+    ]
+    print(
+        f"\nkill/resume: pending record {recorded_at - started:.2f} s after start; "
+        f"SIGKILL took {killed_at - recorded_at:.3f} s; resume run {resumed_at - killed_at:.2f} s"
+    )
+
+
+# -- 2. stale, failed and unresolved records -----------------------------------------------
+def settings_for(emulator) -> ClientSettings:
+    """Fast polls, and a client that gives up after 3 attempts at a failing request."""
+    return ClientSettings(
+        api_key="test",
+        base_url=emulator.base_url,
+        poll=PollPolicy(initial_interval=0.05, max_interval=0.2, deadline=30),
+        retry=HttpRetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05),
+    )
+
+
+async def upload(emulator) -> MeshRequest:
+    async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+        url = await client.upload(SAMPLES_DIR / IMAGE)
+    return MeshRequest(IMAGE, str(SAMPLES_DIR / IMAGE), SHA256, url)
+
+
+async def generate(emulator, store: LocalMeshStore, request: MeshRequest, run_id: str = "r1"):
+    """One attempt of the `meshes` step at the MeshGenerator level (a Dagster step retry
+    reruns exactly this with the same run id)."""
+    async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+        policy = GenerationPolicy(model=DEFAULT_MODEL, run_id=run_id, claim_wait_seconds=10)
+        [outcome] = [o async for o in MeshGenerator(client, store, policy, 2).run([request])]
+    return outcome
+
+
+def write_record(store: LocalMeshStore, **fields) -> PredictionRecord:
+    defaults = {"partition_key": IMAGE, "run_id": "dead-run", "updated_at": now_iso()}
+    record = PredictionRecord(image_sha256=SHA256, model=DEFAULT_MODEL, **{**defaults, **fields})
+    PredictionRecords(store).put(PREFIX, record)
+    return record
+
+
+async def failed_prediction(emulator, request: MeshRequest) -> str:
+    emulator.configure(fail_tasks={"count": 1, "error": "model crashed"})
+    async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+        prediction = await client.submit(request.image_url)
+        with pytest.raises(PredictionFailedError):
+            await client.wait(prediction)
+    return prediction.id
+
+
+@pytest.mark.parametrize("how", ["unknown id", "failed unseen", "failed"])
+def test_stale_or_failed_record_pays_exactly_once_more(emulator, tmp_path, how):
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    if how == "unknown id":  # e.g. past the 7-day retention, or another account's key
+        write_record(store, state="pending", prediction_id="f" * 32)
+    else:  # "failed unseen": the run that submitted it died before seeing it fail
+        state = "pending" if how == "failed unseen" else "failed"
+        pid = asyncio.run(failed_prediction(emulator, request))
+        write_record(store, state=state, prediction_id=pid)
+    before = emulator.stats()["submissions"]
+
+    outcome = asyncio.run(generate(emulator, store, request))
+    assert outcome.status == "completed", outcome.error
+    assert emulator.stats()["submissions"] == before + 1
+    assert latest_record(store.root).generation == 2 and outcome.attempt == 2
+    # and nothing more on the next run: the new mesh is reused
+    assert asyncio.run(generate(emulator, store, request, "r2")).status == "reused"
+    assert emulator.stats()["submissions"] == before + 1
+
+
+def test_a_fresh_attempt_that_fails_is_not_resubmitted(emulator, tmp_path):
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    emulator.configure(fail_tasks={"count": 2, "error": "model crashed"})
+    write_record(store, state="pending", prediction_id="f" * 32)  # unknown: one resubmission
+    outcome = asyncio.run(generate(emulator, store, request))
+    assert outcome.status == "failed" and "model crashed" in outcome.error
+    assert emulator.stats()["submissions"] == 1  # the new one failed too: no loop
+
+
+def test_a_step_retry_never_pays_again_for_a_failed_picture(emulator, tmp_path):
+    """A step retry redoes failed partitions too (when another one failed transiently): the
+    same run must not pay for a permanently failed picture again; a new run may, once."""
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    emulator.configure(fail_tasks={"count": 1, "error": "model crashed"})
+    assert asyncio.run(generate(emulator, store, request, "r1")).status == "failed"
+    retry = asyncio.run(generate(emulator, store, request, "r1"))
+    assert retry.error_type == "ResubmissionRefusedError" and not retry.transient
+    assert "model crashed" in retry.error and emulator.stats()["submissions"] == 1
+    assert asyncio.run(generate(emulator, store, request, "r2")).status == "completed"
+    assert emulator.stats()["submissions"] == 2
+
+
+def test_concurrent_runs_take_over_a_failed_record_once(emulator, tmp_path):
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    write_record(store, state="failed", prediction_id="f" * 32, error="model crashed")
+
+    async def both():
+        return await asyncio.gather(*(generate(emulator, store, request, f"r{i}") for i in (1, 2)))
+
+    outcomes = asyncio.run(both())
+    assert [o.status for o in outcomes] == ["completed", "completed"]
+    assert emulator.stats()["submissions"] == 1
+    assert sorted(o.resumed for o in outcomes) == [False, True]
+
+
+def test_concurrent_resumers_of_a_lost_prediction_replace_it_once(emulator, tmp_path):
+    """Two runs find the same unknown prediction; its replacement fails too: one new
+    submission in all, not one per run."""
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    write_record(store, state="pending", prediction_id="f" * 32)
+    emulator.configure(fail_tasks={"count": 1, "error": "model crashed"})
+
+    async def both():
+        return await asyncio.gather(*(generate(emulator, store, request, f"r{i}") for i in (1, 2)))
+
+    outcomes = asyncio.run(both())
+    assert [o.status for o in outcomes] == ["failed", "failed"]
+    assert all("model crashed" in o.error for o in outcomes)
+    assert emulator.stats()["submissions"] == 1
+
+
+def test_lost_submit_answer_is_never_resubmitted(emulator, tmp_path):
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop_after_accept"}])
+    first = asyncio.run(generate(emulator, store, request))
+    assert first.error_type == "SubmissionUncertainError" and first.transient is False
+    assert latest_record(store.root).state == "uncertain"
+
+    for run_id in ("r1", "r2"):  # a step retry of the same run, then another run
+        outcome = asyncio.run(generate(emulator, store, request, run_id))
+        assert outcome.error_type == "ResubmissionRefusedError", outcome.error
+        assert "WaveSpeed dashboard" in outcome.error and not outcome.transient
+    assert emulator.stats()["submissions"] == 1  # accepted once, never again
+
+    # A person checked: it was not billed. Marking it failed allows exactly one new submission.
+    record = latest_record(store.root)
+    PredictionRecords(store).put(PREFIX, record.evolve(state="failed"))
+    assert asyncio.run(generate(emulator, store, request)).status == "completed"
+    assert emulator.stats()["submissions"] == 2
+
+
+def test_claim_of_a_run_that_died_mid_submit_is_not_taken_over(emulator, tmp_path):
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    write_record(store, state="submitting", updated_at=an_hour_ago)
+    outcome = asyncio.run(generate(emulator, store, request))
+    assert outcome.error_type == "ResubmissionRefusedError" and not outcome.transient
+    assert emulator.stats()["submissions"] == 0
+
+
+def test_waiting_on_a_live_claim_follows_its_result(emulator, tmp_path, mesh_log):
+    """Another run holds the claim; it finishes (mesh stored) before we look again."""
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    claim = write_record(store, state="submitting")
+    results: list = []
+    waiting = threading.Thread(
+        target=lambda: results.append(asyncio.run(generate(emulator, store, request)))
+    )
+    waiting.start()
+    wait_until(lambda: mesh_log.messages("waiting for run dead-run"), "the run to wait")
+    store.put_bytes("meshes/done/mesh.glb", (SAMPLES_DIR / IMAGE).read_bytes())
+    PredictionRecords(store).put(
+        PREFIX, claim.evolve(state="completed", prediction_id="p1", mesh_key="meshes/done/mesh.glb")
+    )
+    waiting.join(timeout=30)
+    assert results[0].status == "reused"
+    assert emulator.stats()["submissions"] == 0
+
+
+# -- 3. two runs at once -------------------------------------------------------------------
+def test_two_runs_of_one_partition_pay_once(emulator, runs, images_dir, dagster_home, tmp_path):
+    """Two runs of the same partition on one instance, overlapping for real: the emulator holds
+    the prediction until both are waiting on it. (Two `materialize` calls in threads of one
+    process can deadlock inside Dagster's logging setup, so these are two processes.)"""
+    store_dir = tmp_path / "store"
+    emulator.configure(hold=True)
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        add_image_partitions(instance, [IMAGE])
+    env = run_env(emulator, images_dir, store_dir, dagster_home)
+    both = [runs(env, [IMAGE]) for _ in range(2)]
+    for run in both:
+        wait_until(lambda: "waiting on prediction" in run.output(), "both runs to wait", proc=run)  # noqa: B023
+    assert emulator.stats()["submissions"] == 1
+
+    emulator.configure(hold=False)
+    assert [run.proc.wait(timeout=60) for run in both] == [0, 0], both[0].output()
+    assert emulator.stats()["submissions"] == 1
+    how = sorted(run.output().split("waiting on prediction", 1)[1].split(", ")[1] for run in both)
+    assert how == ["resumed", "submitted"]
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs_done = instance.get_runs()
+        assert len(runs_done) == 2 and all(r.is_success for r in runs_done)
+        for run in runs_done:
+            mats = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+            meshes = [e for e in mats if e.dagster_event.asset_key == MESHES]
+            assert [e.dagster_event.partition for e in meshes] == [IMAGE]
+    assert latest_record(store_dir).state == "completed"
+    assert len(list(store_dir.rglob("mesh.glb"))) == 1
+
+
+# -- 4 and 5. a retryable step failure, then the retry ---------------------------------------
+def test_wait_timeout_fails_the_step_retryably_and_the_retry_resumes(
+    emulator, runs, images_dir, dagster_home, tmp_path
+):
+    """The run gives up waiting (deadline), Dagster schedules a step retry (the RetryPolicy's
+    15 s delay is too slow for a test, so the run is killed there and run again): the retry
+    resumes the same prediction, and the log has the failed attempt and the success."""
+    store_dir = tmp_path / "store"
+    emulator.configure(hold=True)
+    env = run_env(emulator, images_dir, store_dir, dagster_home, TEST_WAIT_DEADLINE="0.3")
+    run = runs(env, [IMAGE])
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+
+        def retry_scheduled() -> bool:
+            return any(
+                instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+                for r in instance.get_runs()
+            )
+
+        wait_until(retry_scheduled, "Dagster to schedule a step retry", proc=run)
+        run.kill()
+        [failed] = log_rows(store_dir)
+        assert failed["status"] == "failed" and "still 'processing'" in failed["error"]
+        assert pending_record(store_dir).prediction_id == failed["prediction_id"]
+
+        emulator.configure(hold=False)
+        [result] = materialize_images(
+            instance, resources_for(emulator, images_dir, store_dir), [IMAGE]
+        )
+        assert result.success
+    assert emulator.stats()["submissions"] == 1
+    rows = log_rows(store_dir)
+    assert [r["status"] for r in rows] == ["failed", "completed"]
+    assert rows[0]["prediction_id"] == rows[1]["prediction_id"]
+
+
+@pytest.mark.parametrize("endpoint", ["result", "output"])
+def test_transient_http_failures_resume_the_same_prediction(emulator, tmp_path, endpoint):
+    """503s until the client gives up (3 attempts) while polling or downloading: the attempt
+    fails transient, the record stays pending, and the step retry pays nothing."""
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    emulator.configure(rules=[{"endpoint": endpoint, "kind": "503", "count": 3}])
+    first = asyncio.run(generate(emulator, store, request))
+    assert first.status == "failed" and first.transient, first.error
+    assert latest_record(store.root).state == "pending"
+    retry = asyncio.run(generate(emulator, store, request))
+    assert retry.status == "completed" and retry.resumed
+    assert emulator.stats()["submissions"] == 1
+
+
+def test_failed_prediction_then_rerun_logs_both_attempts(emulator, images_dir, tmp_path):
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    emulator.configure(fail_tasks={"count": 1, "error": "model crashed"})
+    with dg.instance_for_test() as instance:
+        [first] = materialize_images(instance, resources, [IMAGE])
+        assert not first.success
+        [second] = materialize_images(instance, resources, [IMAGE])
+        assert second.success
+    assert emulator.stats()["submissions"] == 2
+    rows = log_rows(store_dir)
+    assert [(r["status"], r["attempt"]) for r in rows] == [("failed", 1), ("completed", 2)]
+    assert "model crashed" in rows[0]["error"]
+    assert rows[0]["prediction_id"] != rows[1]["prediction_id"]
