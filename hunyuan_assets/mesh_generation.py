@@ -160,8 +160,10 @@ class MeshGenerator:
             if record.state == "completed":
                 return await asyncio.to_thread(self._reused, request, record)
             resumed = record.state == "pending"
+            # Waiting on the fresh Prediction (not its id) skips a pointless immediate poll.
+            target: Prediction | str = record.prediction_id or ""
             if not resumed:
-                record = await self._submit(request, prefix, record)
+                record, target = await self._submit(request, prefix, record)
             logger.info(
                 "%s: waiting on prediction %s (generation %d, %s, run %s)",
                 request.partition_key,
@@ -171,7 +173,7 @@ class MeshGenerator:
                 self.policy.run_id,
             )
             try:
-                prediction = await self.client.wait(record.prediction_id or "")
+                prediction = await self.client.wait(target)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
                 record = await self._put(prefix, record.evolve(state="failed", error=str(exc)))
                 if record.generation > leftover:
@@ -275,7 +277,7 @@ class MeshGenerator:
 
     async def _submit(
         self, request: MeshRequest, prefix: str, claim: PredictionRecord
-    ) -> PredictionRecord:
+    ) -> tuple[PredictionRecord, Prediction]:
         """Submit our claim; the prediction id is durable before anyone waits on it."""
         try:
             prediction = await self.client.submit(request.image_url, model=self.policy.model)
@@ -290,7 +292,7 @@ class MeshGenerator:
         pending = claim.evolve(
             state="pending", prediction_id=prediction.id, submitted_at=now_iso(), error=None
         )
-        return await self._put(prefix, pending)
+        return await self._put(prefix, pending), prediction
 
     async def _latest(self, prefix: str) -> PredictionRecord | None:
         return await asyncio.to_thread(self.records.latest, prefix)

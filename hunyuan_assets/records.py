@@ -99,8 +99,8 @@ class PredictionRecords:
 
     def latest(self, prefix: str) -> PredictionRecord | None:
         """The newest generation's record, or None when this picture was never submitted."""
-        generations = [_generation_of(key) for key in self.store.list_keys(f"{prefix}/")]
-        generations = [g for g in generations if g is not None]
+        found = [_generation_of(key) for key in self.store.list_keys(f"{prefix}/")]
+        generations = [g for g in found if g is not None]
         for generation in sorted(generations, reverse=True):
             data = self.store.get_bytes(generation_key(prefix, generation))
             if data is not None:  # deleted between the listing and the read: take the next
