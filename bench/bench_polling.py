@@ -58,7 +58,7 @@ def _pollers() -> list[Poller]:
             "ours",
             default,
         ),
-        Poller("ours, default, wait by id (as MeshGenerator)", "ours", default, by_id=True),
+        Poller("ours, default, resuming by id (after a crash)", "ours", default, by_id=True),
         Poller(
             f"ours, fast ({fast.initial_interval:g} s, x{fast.multiplier:g}, "
             f"cap {fast.max_interval:g} s)",
