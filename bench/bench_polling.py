@@ -273,8 +273,9 @@ def main(argv: list[str] | None = None) -> str:
         "Mean extra latency depends on where tasks end relative to poll ticks: with few "
         "samples it moves by a few tenths of a second from run to run.",
         "The provider asks for polling no faster than ~2 s and backing off for long tasks; the "
-        "SDK's fixed 1 s ignores both. A wait by id (resume, and the way MeshGenerator waits "
-        "after recording the id) adds one immediate GET per prediction.",
+        "SDK's fixed 1 s ignores both. A wait by id (resuming after a crash) adds one "
+        "immediate GET per prediction; after a submit, MeshGenerator waits on the fresh "
+        "Prediction and skips it.",
     ]
     text = report("Polling: result requests and detection delay", body + "\n\n" + summary, notes)
     print(text)
