@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -14,6 +16,27 @@ API_KEY = "ws-test-key-0123456789abcdef"
 @pytest.fixture
 def api_key() -> str:
     return API_KEY
+
+
+@pytest.fixture
+def instance():
+    """A real (temporary, SQLite) Dagster instance."""
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def images_dir(tmp_path: Path) -> Path:
+    """A folder with three sample images: mug.png, duck.png, vase.jpg."""
+    from hunyuan_assets.sources import SAMPLES_DIR
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("mug.png", "duck.png", "vase.jpg"):
+        shutil.copy(SAMPLES_DIR / name, folder / name)
+    return folder
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.definitions.asset_key import AssetCheckKey
-from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, images_partitions
+from hunyuan_assets.assets import MESHES, SOURCE_IMAGES
 from hunyuan_assets.backfill import ALL_ASSETS, materialize_images, materialize_prediction_log
 from hunyuan_assets.definitions import build_resources
 from hunyuan_assets.glb import inspect_glb
@@ -19,21 +17,7 @@ from hunyuan_assets.lineage import latest_materializations
 from hunyuan_assets.log import PredictionLog
 from hunyuan_assets.sources import SAMPLES_DIR
 from hunyuan_assets.store import open_mesh_store
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def images_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name in ("mug.png", "duck.png", "vase.jpg"):
-        shutil.copy(SAMPLES_DIR / name, folder / name)
-    return folder
+from hunyuan_assets_tests.helpers import check_results, failed_partitions
 
 
 def resources_for(emulator, images: Path | str, store: Path | str, **kw) -> dict:
@@ -42,25 +26,6 @@ def resources_for(emulator, images: Path | str, store: Path | str, **kw) -> dict
 
 def partition_keys(resources: dict) -> list[str]:
     return [ref.partition_key for ref in resources["images"].open().list_images()]
-
-
-def failed_partitions(instance, key=MESHES) -> set[str]:
-    status = get_and_update_asset_status_cache_value(instance, key, images_partitions)
-    return set(status.deserialize_failed_partition_subsets(images_partitions).get_partition_keys())
-
-
-def check_results(instance, check_name: str, asset=MESHES) -> dict[str, bool]:
-    """partition -> passed, for the latest evaluation of each partition."""
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(asset, check_name), limit=1000
-    )
-    found: dict[str, bool] = {}
-    for record in records:  # newest first
-        evaluation = record.event.dagster_event.event_specific_data if record.event else None
-        if record.partition in found or not hasattr(evaluation, "passed"):
-            continue
-        found[record.partition] = evaluation.passed
-    return found
 
 
 def test_single_run_materializes_every_image_with_lineage(emulator, instance, images_dir, tmp_path):

@@ -26,7 +26,6 @@ import dagster as dg
 import httpx
 import psycopg2
 import pytest
-from dagster._core.definitions.asset_key import AssetCheckKey
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, images_partitions
@@ -38,6 +37,7 @@ from hunyuan_assets.log import PredictionLog
 from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
 from hunyuan_assets.sources import SAMPLES_DIR
 from hunyuan_assets.store import open_mesh_store
+from hunyuan_assets_tests.helpers import check_results
 from hunyuan_assets_tests.postgres import (
     PostgresServer,
     dagster_yaml_for,
@@ -72,20 +72,6 @@ def wait_for(
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
         time.sleep(interval)  # poll interval of a condition loop, not a synchronisation sleep
         interval = min(interval * 1.5, 0.5)
-
-
-def check_results(instance: dg.DagsterInstance, check_name: str, asset=MESHES) -> dict[str, bool]:
-    """partition -> passed, for the latest evaluation of each partition."""
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        AssetCheckKey(asset, check_name), limit=1000
-    )
-    found: dict[str, bool] = {}
-    for record in records:  # newest first
-        evaluation = record.event.dagster_event.event_specific_data if record.event else None
-        if record.partition in found or not hasattr(evaluation, "passed"):
-            continue
-        found[record.partition] = evaluation.passed
-    return found
 
 
 def copy_images(folder: Path, names: tuple[str, ...]) -> Path:

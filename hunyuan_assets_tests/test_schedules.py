@@ -24,9 +24,7 @@ from hunyuan_assets.store import open_mesh_store
 from hunyuan_assets_tests import test_sensors
 from hunyuan_assets_tests.test_sensors import Deployment, requested_keys, sha256_of
 
-# The same fixtures as the sensor tests (a real instance, three sample images, the tick log).
-instance = test_sensors.instance
-images_dir = test_sensors.images_dir
+# The sensor tests' tick-log fixture (instance and images_dir come from conftest).
 tick_log = test_sensors.tick_log
 
 TICK = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)

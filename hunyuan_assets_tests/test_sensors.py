@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +35,6 @@ from hunyuan_assets.sensors import (
     plan_tick,
 )
 from hunyuan_assets.sources import SAMPLES_DIR, ImageRef
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
-@pytest.fixture
-def images_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name in ("mug.png", "duck.png", "vase.jpg"):
-        shutil.copy(SAMPLES_DIR / name, folder / name)
-    return folder
 
 
 @pytest.fixture
