@@ -308,7 +308,15 @@ def _mesh_partitions(
 
     for outcome in iterate_async(generate):
         key = outcome.request.partition_key
-        log.append([_log_row(outcome, model, run_id)])
+        earlier = [
+            replace(
+                _log_row_for_error(key, sources[key], model, run_id, f"superseded: {old.error}"),
+                prediction_id=old.prediction_id,
+                attempt=old.attempt,
+            )
+            for old in outcome.superseded
+        ]
+        log.append([*earlier, _log_row(outcome, model, run_id)])
         if outcome.status == "failed":
             failures[key] = outcome.error or "failed"
             if outcome.transient:

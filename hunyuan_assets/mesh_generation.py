@@ -19,7 +19,7 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +80,16 @@ class GenerationPolicy:
 
 
 @dataclass(frozen=True)
+class SupersededPrediction:
+    """A prediction left by an earlier (crashed) attempt that turned out failed or unknown:
+    replaced by a new one, and logged so that no paid prediction is missing from the log."""
+
+    prediction_id: str
+    attempt: int
+    error: str
+
+
+@dataclass(frozen=True)
 class MeshOutcome:
     request: MeshRequest
     status: OutcomeStatus
@@ -97,6 +107,7 @@ class MeshOutcome:
     error_type: str | None = None
     transient: bool = False
     details: dict = field(default_factory=dict)
+    superseded: tuple[SupersededPrediction, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -118,6 +129,7 @@ class MeshGenerator:
         self.records = PredictionRecords(store)
         self.policy = policy
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._superseded: dict[str, list[SupersededPrediction]] = {}
 
     async def run(self, requests: Sequence[MeshRequest]) -> AsyncIterator[MeshOutcome]:
         """Yield outcomes as they finish. Identical pictures in one batch share one prediction."""
@@ -133,7 +145,9 @@ class MeshGenerator:
                 task = asyncio.create_task(_follow(primary, request))
             tasks.append(task)
         for finished in asyncio.as_completed(tasks):
-            yield await finished
+            outcome = await finished
+            earlier = self._superseded.pop(outcome.request.partition_key, [])
+            yield replace(outcome, superseded=tuple(earlier)) if earlier else outcome
 
     def _record_prefix(self, request: MeshRequest) -> str:
         scoped = None if self.policy.reuse_identical_images else request.partition_key
@@ -185,6 +199,9 @@ class MeshGenerator:
                     request.partition_key,
                     record.prediction_id,
                     "unknown to the API" if isinstance(exc, PredictionNotFoundError) else "failed",
+                )
+                self._superseded.setdefault(request.partition_key, []).append(
+                    SupersededPrediction(record.prediction_id or "", record.generation, str(exc))
                 )
                 continue
             return await self._store_output(request, prefix, record, prediction, resumed)

@@ -283,3 +283,35 @@ def test_mesh_checks_fail_on_a_broken_output(
     # the paid-for output is kept, and the record says the next attempt must resubmit
     meta = latest_materializations(instance, MESHES, ["vase.jpg"])["vase.jpg"].metadata
     assert Path(meta["mesh_uri"].removeprefix("file://")).is_file()
+
+
+def test_a_dead_leftover_prediction_is_logged_when_replaced(
+    emulator, instance, images_dir, tmp_path
+):
+    """A crashed run left a pending prediction the API no longer knows: one new submission,
+    and both predictions are in the log."""
+    from hunyuan_assets.client import DEFAULT_MODEL
+    from hunyuan_assets.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
+
+    store_dir = tmp_path / "store"
+    sha = hashlib.sha256((images_dir / "mug.png").read_bytes()).hexdigest()
+    leftover = PredictionRecord(
+        state="pending",
+        image_sha256=sha,
+        model=DEFAULT_MODEL,
+        partition_key="mug.png",
+        run_id="crashed-run",
+        updated_at=now_iso(),
+        prediction_id="0" * 32,
+    )
+    store = open_mesh_store(str(store_dir))
+    PredictionRecords(store).put(record_prefix(sha, DEFAULT_MODEL), leftover)
+    resources = resources_for(emulator, images_dir, store_dir)
+    assert all(r.success for r in materialize_images(instance, resources, ["mug.png"]))
+    assert emulator.stats()["submissions"] == 1
+
+    log = PredictionLog(store).read().sort_values("attempt")
+    assert list(log["status"]) == ["failed", "completed"]
+    assert log.iloc[0]["prediction_id"] == "0" * 32
+    assert "superseded" in log.iloc[0]["error"]
+    assert log.iloc[1]["attempt"] == 2

@@ -307,6 +307,11 @@ def test_stale_or_failed_record_pays_exactly_once_more(emulator, tmp_path, how):
     assert outcome.status == "completed", outcome.error
     assert emulator.stats()["submissions"] == before + 1
     assert latest_record(store.root).generation == 2 and outcome.attempt == 2
+    if how != "failed":  # a leftover found dead is reported, so the log can name it
+        [old] = outcome.superseded
+        assert old.attempt == 1 and old.prediction_id and old.error
+    else:
+        assert outcome.superseded == ()
     # and nothing more on the next run: the new mesh is reused
     assert asyncio.run(generate(emulator, store, request, "r2")).status == "reused"
     assert emulator.stats()["submissions"] == before + 1
