@@ -251,3 +251,17 @@ def test_the_validator_catches_a_broken_glb(tmp_path: Path) -> None:
     path.write_bytes(header + struct.pack("<I4s", len(text), b"JSON") + text + binary_chunk)
     with pytest.raises(AssertionError, match="ACCESSOR_MAX_MISMATCH"):
         validate_glb(path)
+
+
+def test_outline_takes_the_objects_colour_not_the_old_background() -> None:
+    """A red disc anti-aliased onto white: the texels along the mesh's outline are red, not
+    the pink blend of the edge pixels (which shows as a pale rim on the mesh)."""
+    big = Image.new("RGB", (1024, 1024), "white")
+    ImageDraw.Draw(big).ellipse((112, 112, 912, 912), fill=(200, 20, 20))
+    small = big.resize((256, 256), Image.Resampling.LANCZOS)  # soft, blended edge pixels
+    mesh = load_mesh(image_to_glb(encode(small)))
+    rim = np.abs(mesh.vertices[:, 2]) < 1e-6  # the outline, where front and back sheets meet
+    colours = texture_colour_at(mesh, mesh.visual.uv[rim]).astype(float)
+    assert rim.sum() > 50
+    pale = (colours[:, 1] > 80) | (colours[:, 2] > 80)
+    assert pale.mean() < 0.02, f"{pale.mean():.0%} of outline texels are background-tinted"

@@ -13,7 +13,7 @@ import io
 
 import numpy as np
 import trimesh
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 GRID = 100  # cells across the square crop: at most 4 * GRID**2 faces, ~20-35k for a blob
 TEXTURE_PX = 512  # upstream works on a 512 px crop
@@ -183,6 +183,11 @@ def _texture(crop: Image.Image) -> Image.Image:
     texels bleeding over the outline (filtering, mip-maps) show no background halo."""
     rgb = np.asarray(crop.convert("RGB"), np.float32)
     alpha = np.asarray(crop.getchannel("A")) >= 128
+    # The outermost pixels are anti-aliased against the old background (a pale rim on the
+    # mesh's outline): trust colours only a few pixels inside the outline.
+    core = np.asarray(crop.getchannel("A").filter(ImageFilter.MinFilter(7))) >= 128
+    if core.sum() >= 0.25 * alpha.sum():
+        alpha = core
     if alpha.any():  # average object colour per coarse cell, smoothly spread outwards
         weight = _resized(alpha, (32, 32), _BOX)
         sums = np.stack([_resized(rgb[..., k] * alpha, (32, 32), _BOX) for k in range(3)], -1)
