@@ -52,6 +52,8 @@ from hunyuan_assets.client import (
     Timeouts,
     UploadTooLargeError,
     WaveSpeedError,
+)
+from hunyuan_assets.protocol import (
     _WaitPlan,
     backoff_delay,
     error_for_transport,
