@@ -9,15 +9,12 @@ Either asset can be materialized alone; `meshes` then reads the registered image
 """
 
 import asyncio
-import base64
-import io
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 from pydantic import Field
 
 from hunyuan_assets.lineage import (
@@ -28,14 +25,27 @@ from hunyuan_assets.lineage import (
     source_version_tags,
 )
 from hunyuan_assets.locations import ImagesResource, MeshStoreResource
-from hunyuan_assets.log import PredictionLog, PredictionLogRow, summarize
+from hunyuan_assets.log import PredictionLog, summarize
 from hunyuan_assets.mesh_generation import (
     GenerationPolicy,
     MeshGenerator,
-    MeshOutcome,
     MeshRequest,
 )
 from hunyuan_assets.registration import Registration, register_images
+from hunyuan_assets.reports import (
+    CHECK_CLOSED,
+    CHECK_FACE_BUDGET,
+    CHECK_GLB_VALID,
+    CHECK_NOT_NSFW,
+    CHECK_PBR_TEXTURED,
+    SOURCE_CHECK,
+    check_evaluation,
+    error_log_row,
+    log_row,
+    mesh_check_evaluations,
+    mesh_metadata,
+    summary_markdown,
+)
 from hunyuan_assets.resource import Hunyuan3DResource
 from hunyuan_assets.threads import iterate_async
 
@@ -47,13 +57,6 @@ SOURCE_CODE_VERSION = "1"
 MESH_CODE_VERSION = "1"
 GROUP = "hunyuan3d"
 WAVESPEED_POOL = "wavespeed"
-
-SOURCE_CHECK = "image_decodes"
-CHECK_GLB_VALID = "glb_valid"
-CHECK_PBR_TEXTURED = "pbr_textured"
-CHECK_FACE_BUDGET = "face_budget"
-CHECK_NOT_NSFW = "not_nsfw"
-CHECK_CLOSED = "closed_surface"
 
 
 class MeshesConfig(dg.Config):
@@ -213,8 +216,16 @@ def _register_partitions(
     for key in keys:
         if key not in refs:
             failures[key] = f"no such image in {source.uri}"
-            log.append([_log_row_for_error(key, None, hunyuan3d.model, run_id, failures[key])])
-            yield _check(SOURCE_CHECK, key, False, {"error": failures[key]}, asset=SOURCE_IMAGES)
+            log.append(
+                [
+                    error_log_row(
+                        key, None, hunyuan3d.model, run_id, failures[key], MESH_CODE_VERSION
+                    )
+                ]
+            )
+            yield check_evaluation(
+                SOURCE_IMAGES, SOURCE_CHECK, key, False, {"error": failures[key]}
+            )
 
     async def register() -> list[Registration]:
         async with hunyuan3d.get_async_client() as client:
@@ -228,14 +239,16 @@ def _register_partitions(
             if reg.transient:
                 transient.add(key)
             # Never submitted, but logged: the audit trail shows every image that was tried.
-            row = _log_row_for_error(key, None, hunyuan3d.model, run_id, failures[key])
+            row = error_log_row(
+                key, None, hunyuan3d.model, run_id, failures[key], MESH_CODE_VERSION
+            )
             log.append([replace(row, image_uri=reg.ref.uri, image_sha256=reg.content_sha256)])
             evidence = {
                 "error": reg.error,
                 "sha256": reg.content_sha256,
                 "fingerprint": reg.ref.fingerprint,
             }
-            yield _check(SOURCE_CHECK, key, False, evidence, asset=SOURCE_IMAGES)
+            yield check_evaluation(SOURCE_IMAGES, SOURCE_CHECK, key, False, evidence)
             continue
         info = reg.info
         yield dg.AssetMaterialization(
@@ -255,7 +268,7 @@ def _register_partitions(
             },
             tags=source_version_tags(info.sha256, SOURCE_CODE_VERSION),
         )
-        yield _check(SOURCE_CHECK, key, True, {"sha256": info.sha256}, asset=SOURCE_IMAGES)
+        yield check_evaluation(SOURCE_IMAGES, SOURCE_CHECK, key, True, {"sha256": info.sha256})
 
 
 def _mesh_partitions(
@@ -282,7 +295,7 @@ def _mesh_partitions(
             failures[key] = (
                 "source_images has no materialization for this image; materialize it first"
             )
-            log.append([_log_row_for_error(key, src, model, run_id, failures[key])])
+            log.append([error_log_row(key, src, model, run_id, failures[key], MESH_CODE_VERSION)])
             continue
         requests.append(_mesh_request(key, src))
     stale = [r.partition_key for r in requests if _url_expired(sources[r.partition_key])]
@@ -290,7 +303,13 @@ def _mesh_partitions(
         requests = _renew_urls(requests, stale, images, hunyuan3d, failures)
         for key in stale:
             if key in failures:
-                log.append([_log_row_for_error(key, sources[key], model, run_id, failures[key])])
+                log.append(
+                    [
+                        error_log_row(
+                            key, sources[key], model, run_id, failures[key], MESH_CODE_VERSION
+                        )
+                    ]
+                )
 
     policy = GenerationPolicy(
         model=model,
@@ -310,13 +329,15 @@ def _mesh_partitions(
         key = outcome.request.partition_key
         earlier = [
             replace(
-                _log_row_for_error(key, sources[key], model, run_id, f"superseded: {old.error}"),
+                error_log_row(
+                    key, sources[key], model, run_id, f"superseded: {old.error}", MESH_CODE_VERSION
+                ),
                 prediction_id=old.prediction_id,
                 attempt=old.attempt,
             )
             for old in outcome.superseded
         ]
-        log.append([*earlier, _log_row(outcome, model, run_id)])
+        log.append([*earlier, log_row(outcome, model, run_id, MESH_CODE_VERSION)])
         if outcome.status == "failed":
             failures[key] = outcome.error or "failed"
             if outcome.transient:
@@ -327,9 +348,9 @@ def _mesh_partitions(
         tags = derived_version_tags(MESH_CODE_VERSION, {SOURCE_IMAGES: sources[key]}, model)
         if outcome.status != "failed":
             yield dg.AssetMaterialization(
-                asset_key=MESHES, partition=key, metadata=_mesh_metadata(outcome, model), tags=tags
+                asset_key=MESHES, partition=key, metadata=mesh_metadata(outcome, model), tags=tags
             )
-        yield from _mesh_check_evaluations(outcome, config)
+        yield from mesh_check_evaluations(MESHES, outcome, config.min_faces, config.max_faces)
 
 
 @dg.asset(
@@ -348,7 +369,7 @@ def prediction_log(mesh_store: MeshStoreResource) -> dg.MaterializeResult:
         metadata={
             "dagster/row_count": len(frame),
             "location": dg.MetadataValue.path(log.location_uri),
-            "summary": dg.MetadataValue.md(_summary_markdown(stats)),
+            "summary": dg.MetadataValue.md(summary_markdown(stats)),
             "predictions": stats.get("total_predictions", 0),
             "nsfw_rate": float(stats.get("nsfw_rate", 0.0)),
         }
@@ -411,163 +432,3 @@ def _renew_urls(
                 )
             )
     return result
-
-
-def _check(
-    name: str, key: str, passed: bool, metadata: dict, *, asset: dg.AssetKey = MESHES
-) -> AssetCheckEvaluation:
-    return AssetCheckEvaluation(
-        asset_key=asset,
-        check_name=name,
-        passed=passed,
-        metadata={k: v for k, v in metadata.items() if v is not None},
-        partition=key,
-    )
-
-
-def _mesh_check_evaluations(outcome: MeshOutcome, config: MeshesConfig) -> Iterator:
-    key = outcome.request.partition_key
-    d = outcome.details
-    parsed = d.get("faces") is not None
-    faces = int(d.get("faces") or 0)
-    yield _check(
-        CHECK_GLB_VALID, key, parsed and faces > 0, {"faces": faces, "error": d.get("mesh_error")}
-    )
-    textured = bool(d.get("has_pbr_material")) and bool(d.get("has_base_color_texture"))
-    yield _check(
-        CHECK_PBR_TEXTURED,
-        key,
-        textured,
-        {
-            "has_pbr_material": bool(d.get("has_pbr_material")),
-            "has_base_color_texture": bool(d.get("has_base_color_texture")),
-        },
-    )
-    yield _check(
-        CHECK_FACE_BUDGET,
-        key,
-        parsed and config.min_faces <= faces <= config.max_faces,
-        {"faces": faces, "min_faces": config.min_faces, "max_faces": config.max_faces},
-    )
-    yield _check(
-        CHECK_NOT_NSFW,
-        key,
-        not outcome.nsfw,
-        {"nsfw": outcome.nsfw, "quarantined": outcome.quarantined},
-    )
-    yield _check(
-        CHECK_CLOSED, key, bool(d.get("watertight")), {"watertight": bool(d.get("watertight"))}
-    )
-
-
-def _mesh_metadata(outcome: MeshOutcome, model: str) -> dict:
-    d = outcome.details
-    metadata: dict = {
-        "prediction_id": d.get("prediction_id") or "",
-        "model": model,
-        "status": outcome.status,
-        "input_sha256": outcome.request.image_sha256,
-        "image_uri": outcome.request.image_uri,
-        "mesh_uri": dg.MetadataValue.path(outcome.mesh_uri or ""),
-        "preview_uri": dg.MetadataValue.path(outcome.preview_uri or ""),
-        "output_url": dg.MetadataValue.url(d.get("output_url") or ""),
-        "inference_ms": d.get("inference_ms"),
-        "wall_ms": d.get("wall_ms"),
-        "polls": d.get("polls"),
-        "has_nsfw_contents": dg.MetadataValue.json(list(d.get("has_nsfw_contents") or [])),
-        "nsfw": outcome.nsfw,
-        "quarantined": outcome.quarantined,
-        "vertices": d.get("vertices"),
-        "faces": d.get("faces"),
-        "materials": d.get("materials"),
-        "textures": d.get("textures"),
-        "has_pbr_material": d.get("has_pbr_material"),
-        "has_base_color_texture": d.get("has_base_color_texture"),
-        "file_bytes": d.get("file_bytes"),
-        "attempt": outcome.attempt,
-        "resumed_prediction": outcome.resumed,
-        "reused_from": outcome.reused_from or "",
-    }
-    if outcome.preview_png:
-        metadata["preview"] = dg.MetadataValue.md(_preview_markdown(outcome.preview_png))
-    return {k: v for k, v in metadata.items() if v is not None}
-
-
-def _preview_markdown(png: bytes, edge: int = 192) -> str:
-    """A small JPEG thumbnail inline: every event carries it, so it is kept to a few KB (the
-    full-size PNG stays in the store beside the mesh)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        thumb = image.convert("RGB")
-        thumb.thumbnail((edge, edge))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=82)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"![preview](data:image/jpeg;base64,{encoded})"
-
-
-def _log_row(outcome: MeshOutcome, model: str, run_id: str) -> PredictionLogRow:
-    prediction = outcome.prediction
-    d = outcome.details
-    return PredictionLogRow(
-        partition_key=outcome.request.partition_key,
-        image_uri=outcome.request.image_uri,
-        image_sha256=outcome.request.image_sha256,
-        prediction_id=(prediction.id if prediction else d.get("prediction_id")),
-        model=model,
-        status=outcome.status,
-        error=outcome.error,
-        submitted_at=prediction.submitted_at if prediction else None,
-        completed_at=prediction.completed_at if prediction else None,
-        inference_ms=prediction.inference_ms if prediction else None,
-        wall_ms=prediction.wall_ms if prediction else None,
-        polls=prediction.polls if prediction else 0,
-        attempt=outcome.attempt,
-        has_nsfw_contents=list(prediction.has_nsfw_contents) if prediction else [],
-        nsfw=outcome.nsfw,
-        output_url=(prediction.outputs[0] if prediction and prediction.outputs else None),
-        mesh_uri=outcome.mesh_uri,
-        mesh_bytes=d.get("file_bytes"),
-        vertices=d.get("vertices"),
-        faces=d.get("faces"),
-        run_id=run_id,
-        reused_from=outcome.reused_from,
-        quarantined=outcome.quarantined,
-        code_version=MESH_CODE_VERSION,
-    )
-
-
-def _log_row_for_error(
-    key: str, src: PartitionMaterialization | None, model: str, run_id: str, error: str
-) -> PredictionLogRow:
-    meta = src.metadata if src else {}
-    return PredictionLogRow(
-        partition_key=key,
-        image_uri=str(meta.get("image_uri") or "") or None,
-        image_sha256=str(meta.get("sha256") or "") or None,
-        prediction_id=None,
-        model=model,
-        status="failed",
-        error=error,
-        run_id=run_id,
-        code_version=MESH_CODE_VERSION,
-    )
-
-
-def _summary_markdown(stats: dict) -> str:
-    lines = ["| measure | value |", "| --- | --- |"]
-    for status, count in sorted((stats.get("counts_by_status") or {}).items()):
-        lines.append(f"| status: {status} | {count} |")
-    for name in (
-        "total_predictions",
-        "distinct_images",
-        "inference_ms_p50",
-        "inference_ms_p95",
-        "wall_ms_p50",
-        "wall_ms_p95",
-        "nsfw_rate",
-    ):
-        if name in stats:
-            lines.append(f"| {name} | {stats[name]} |")
-    return "\n".join(lines)

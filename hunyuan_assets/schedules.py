@@ -42,7 +42,6 @@ from hunyuan_assets.assets import (
     IMAGES,
     MESH_CODE_VERSION,
     MESHES,
-    SOURCE_CHECK,
     SOURCE_IMAGES,
     images_partitions,
 )
@@ -54,6 +53,7 @@ from hunyuan_assets.lineage import (
     latest_materializations,
 )
 from hunyuan_assets.locations import MeshStoreResource
+from hunyuan_assets.reports import SOURCE_CHECK
 from hunyuan_assets.sensors import (
     TRIGGER_TAG,
     SensorLimits,
