@@ -315,3 +315,40 @@ def test_a_dead_leftover_prediction_is_logged_when_replaced(
     assert log.iloc[0]["prediction_id"] == "0" * 32
     assert "superseded" in log.iloc[0]["error"]
     assert log.iloc[1]["attempt"] == 2
+
+
+def test_expired_output_fails_clearly_and_the_next_run_pays_once(
+    emulator, instance, images_dir, tmp_path
+):
+    emulator.configure(output_ttl=0)  # outputs expire the moment they complete
+    store_dir = tmp_path / "store"
+    resources = resources_for(emulator, images_dir, store_dir)
+    [result] = materialize_images(instance, resources, ["mug.png"])
+    assert not result.success
+    log = PredictionLog(open_mesh_store(str(store_dir))).read()
+    [row] = log.to_dict("records")
+    assert row["status"] == "failed" and row["prediction_id"]
+    assert "output URLs expire" in row["error"] and "is gone" in row["error"]
+
+    emulator.configure(output_ttl=None)
+    [result] = materialize_images(instance, resources, ["mug.png"])
+    assert result.success
+    assert emulator.stats()["submissions"] == 2  # exactly one new prediction
+    assert (
+        list(PredictionLog(open_mesh_store(str(store_dir))).read()["status"]).count("completed")
+        == 1
+    )
+
+
+def test_a_429_storm_is_ridden_out(emulator, instance, images_dir, tmp_path):
+    emulator.configure(
+        rules=[
+            {"endpoint": "submit", "kind": "429", "count": 4, "retry_after": 0.2},
+            {"endpoint": "result", "kind": "429", "count": 6, "retry_after": 0.2},
+        ]
+    )
+    resources = resources_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(resources)
+    assert all(r.success for r in materialize_images(instance, resources, keys))
+    stats = emulator.stats()
+    assert stats["submissions"] == 3 and stats["faults_injected"] == 10
