@@ -78,3 +78,15 @@ def s3_bucket(s3_client) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """A mesh store, once as a folder and once under a prefix of a moto S3 bucket."""
+    from hunyuan_assets.store import LocalMeshStore, S3MeshStore
+
+    if request.param == "local":
+        return LocalMeshStore(tmp_path / "store")
+    client = request.getfixturevalue("s3_client")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3MeshStore(client, bucket, "team/meshes")

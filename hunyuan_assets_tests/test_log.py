@@ -92,15 +92,6 @@ def make_row(i: int = 0, **overrides: object) -> PredictionLogRow:
     return PredictionLogRow(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> MeshStore:
-    if request.param == "local":
-        return LocalMeshStore(tmp_path / "store")
-    client = request.getfixturevalue("s3_client")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3MeshStore(client, bucket, "prod")
-
-
 def _store_uri_env(store: MeshStore) -> tuple[str, dict[str, str]]:
     """How a subprocess opens the same store (moto endpoint and credentials via env)."""
     if isinstance(store, S3MeshStore):

@@ -29,15 +29,6 @@ MODEL = "wavespeed-ai/hunyuan3d/v2.1"
 BAD_KEYS = ["", "/abs/key", "a/../b", "..", "../x", "a//b", "a/./b", "a/", "a\\b", "nul\x00"]
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> MeshStore:
-    if request.param == "local":
-        return LocalMeshStore(tmp_path / "store")
-    client = request.getfixturevalue("s3_client")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3MeshStore(client, bucket, "team/meshes")
-
-
 def _race(n: int, fn: Callable[[int], bool]) -> list[bool]:
     """Run fn(i) in n threads released together; return their results in order."""
     barrier = threading.Barrier(n)
