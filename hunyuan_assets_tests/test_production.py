@@ -547,3 +547,16 @@ def test_dagster_dev_lists_sensor_and_schedules(cli_env, tmp_path):
     assert {s["scheduleState"]["status"] for s in schedules.values()} == {"RUNNING"}
     assert schedules[refresh_schedule.name]["cronSchedule"] == refresh_schedule.cron_schedule
     assert schedules[compaction_schedule.name]["cronSchedule"] == compaction_schedule.cron_schedule
+
+
+def test_repo_instance_config_heals_crashed_runs(tmp_path):
+    """dagster.yaml: a dead run worker is noticed (run monitoring) and the run retried, step
+    failures are left to the step's RetryPolicy, and one `meshes` step holds the pool."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
