@@ -47,6 +47,7 @@ from hunyuan_assets.reports import (
     summary_markdown,
 )
 from hunyuan_assets.resource import Hunyuan3DResource
+from hunyuan_assets.sources import ImageRef, ImageSource
 from hunyuan_assets.threads import iterate_async
 
 IMAGES = "images"  # the dynamic partitions' name
@@ -227,12 +228,7 @@ def _register_partitions(
                 SOURCE_IMAGES, SOURCE_CHECK, key, False, {"error": failures[key]}
             )
 
-    async def register() -> list[Registration]:
-        async with hunyuan3d.get_async_client() as client:
-            found = [refs[k] for k in keys if k in refs]
-            return await register_images(source, found, client, hunyuan3d.max_concurrency * 2)
-
-    for reg in asyncio.run(register()):
+    for reg in _register(source, [refs[k] for k in keys if k in refs], hunyuan3d):
         key = reg.ref.partition_key
         if not reg.ok or reg.info is None:
             failures[key] = reg.error or "unknown error"
@@ -269,6 +265,19 @@ def _register_partitions(
             tags=source_version_tags(info.sha256, SOURCE_CODE_VERSION),
         )
         yield check_evaluation(SOURCE_IMAGES, SOURCE_CHECK, key, True, {"sha256": info.sha256})
+
+
+def _register(
+    source: ImageSource, refs: list[ImageRef], hunyuan3d: Hunyuan3DResource
+) -> list[Registration]:
+    """Hash, validate and upload (or presign) `refs`; uploads are cheap, so twice the
+    prediction concurrency run at once."""
+
+    async def register() -> list[Registration]:
+        async with hunyuan3d.get_async_client() as client:
+            return await register_images(source, refs, client, hunyuan3d.max_concurrency * 2)
+
+    return asyncio.run(register())
 
 
 def _mesh_partitions(
@@ -403,12 +412,8 @@ def _renew_urls(
     source = images.open()
     refs = {ref.partition_key: ref for ref in source.list_images()}
 
-    async def renew() -> list[Registration]:
-        async with hunyuan3d.get_async_client() as client:
-            found = [refs[k] for k in stale if k in refs]
-            return await register_images(source, found, client, hunyuan3d.max_concurrency * 2)
-
-    renewed = {reg.ref.partition_key: reg for reg in asyncio.run(renew())}
+    found = [refs[k] for k in stale if k in refs]
+    renewed = {reg.ref.partition_key: reg for reg in _register(source, found, hunyuan3d)}
     result = []
     for request in requests:
         if request.partition_key not in stale:
