@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from hunyuan_assets.sources import SAMPLES_DIR  # noqa: E402
+from hunyuan_assets.core.sources import SAMPLES_DIR  # noqa: E402
 
 # Run config that keeps Dagster's console logger to warnings: the event log (SQLite) still
 # records every event, only the terminal stays readable. Same for every compared mode.

@@ -54,9 +54,9 @@ class InFlightSampler:
 
 
 def _level(instance, tmp: Path, images: Path, concurrency: int, latency: float) -> dict:
-    from hunyuan_assets.backfill import materialize_images
     from hunyuan_assets.definitions import build_resources
     from hunyuan_assets.emulator import EmulatorServer
+    from hunyuan_assets.integration.backfill import materialize_images
 
     with EmulatorServer(latency=latency) as emulator:
         resources = build_resources(

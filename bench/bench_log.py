@@ -21,7 +21,7 @@ from _common import Timer, machine, quiet, report, table, temp_dir
 
 
 def _row(i: int, now: datetime):
-    from hunyuan_assets.log import PredictionLogRow
+    from hunyuan_assets.core.log import PredictionLogRow
 
     sha = uuid.uuid4().hex * 2
     submitted = now - timedelta(seconds=120)
@@ -55,7 +55,7 @@ def _files(store, prefix: str) -> int:
 
 
 def _measure(name: str, store, appends: int, reads: int) -> dict:
-    from hunyuan_assets.log import PredictionLog
+    from hunyuan_assets.core.log import PredictionLog
 
     log = PredictionLog(store)
     now = datetime.now(UTC)
@@ -99,7 +99,7 @@ def _s3_store(bucket_prefix: str):
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from hunyuan_assets.store import S3MeshStore
+    from hunyuan_assets.core.store import S3MeshStore
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--no-s3", action="store_true", help="local folder only")
     args = parser.parse_args(argv)
     quiet()
-    from hunyuan_assets.store import LocalMeshStore
+    from hunyuan_assets.core.store import LocalMeshStore
 
     started = time.perf_counter()
     results = []

@@ -72,9 +72,9 @@ def _step_seconds(instance, run_id: str) -> float:
 
 
 def _run_mode(name, instance, emulator, tmp: Path, count: int, per_image: bool) -> ModeResult:
-    from hunyuan_assets.backfill import materialize_images
+    from hunyuan_assets.core.log import PredictionLog
     from hunyuan_assets.definitions import build_resources
-    from hunyuan_assets.log import PredictionLog
+    from hunyuan_assets.integration.backfill import materialize_images
 
     folder = tmp / name / "images"
     make_images(folder, count, salt=name.encode())

@@ -40,10 +40,11 @@ from dagster._core.definitions.dynamic_partitions_request import (
 )
 from dagster._daemon.sensor import _handle_dynamic_partitions_requests
 
-# hunyuan_assets after _common, which puts this checkout on sys.path
-from hunyuan_assets.assets import IMAGES, SOURCE_IMAGES
 from hunyuan_assets.definitions import build_definitions
-from hunyuan_assets.sensors import (
+
+# hunyuan_assets after _common, which puts this checkout on sys.path
+from hunyuan_assets.integration.assets import IMAGES, SOURCE_IMAGES
+from hunyuan_assets.integration.sensors import (
     SensorCursor,
     SensorLimits,
     build_image_sensor,

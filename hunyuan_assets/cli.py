@@ -17,11 +17,11 @@ import dagster as dg
 for _category in (dg.PreviewWarning, dg.BetaWarning, dg.SupersessionWarning):
     warnings.filterwarnings("ignore", category=_category)
 
-from hunyuan_assets.assets import MESHES  # noqa: E402
-from hunyuan_assets.backfill import materialize_images, materialize_prediction_log  # noqa: E402
+from hunyuan_assets.core.sources import SAMPLES_DIR  # noqa: E402
 from hunyuan_assets.definitions import build_resources  # noqa: E402
-from hunyuan_assets.lineage import latest_materializations  # noqa: E402
-from hunyuan_assets.sources import SAMPLES_DIR  # noqa: E402
+from hunyuan_assets.integration.assets import MESHES  # noqa: E402
+from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log  # noqa: E402
+from hunyuan_assets.integration.lineage import latest_materializations  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,14 +18,14 @@ from pathlib import Path
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from hunyuan_assets.assets import image_meshes, prediction_log
 from hunyuan_assets.client import DEFAULT_BASE_URL
-from hunyuan_assets.jobs import compact_log_job, mesh_job, prediction_log_job
-from hunyuan_assets.locations import ImagesResource, MeshStoreResource
-from hunyuan_assets.resource import API_KEY_ENV, Hunyuan3DResource, _is_loopback
-from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
-from hunyuan_assets.sensors import image_sensor
-from hunyuan_assets.sources import SAMPLES_DIR
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.integration.assets import image_meshes, prediction_log
+from hunyuan_assets.integration.jobs import compact_log_job, mesh_job, prediction_log_job
+from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
+from hunyuan_assets.integration.resource import API_KEY_ENV, Hunyuan3DResource, _is_loopback
+from hunyuan_assets.integration.schedules import compaction_schedule, refresh_schedule
+from hunyuan_assets.integration.sensors import image_sensor
 
 
 def default_store_location() -> str:

@@ -30,7 +30,7 @@ def instance():
 @pytest.fixture
 def images_dir(tmp_path: Path) -> Path:
     """A folder with three sample images: mug.png, duck.png, vase.jpg."""
-    from hunyuan_assets.sources import SAMPLES_DIR
+    from hunyuan_assets.core.sources import SAMPLES_DIR
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -83,7 +83,7 @@ def s3_bucket(s3_client) -> str:
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
     """A mesh store, once as a folder and once under a prefix of a moto S3 bucket."""
-    from hunyuan_assets.store import LocalMeshStore, S3MeshStore
+    from hunyuan_assets.core.store import LocalMeshStore, S3MeshStore
 
     if request.param == "local":
         return LocalMeshStore(tmp_path / "store")

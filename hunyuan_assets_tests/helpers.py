@@ -4,7 +4,7 @@ import dagster as dg
 from dagster._core.definitions.asset_key import AssetCheckKey
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-from hunyuan_assets.assets import MESHES, images_partitions
+from hunyuan_assets.integration.assets import MESHES, images_partitions
 
 
 def check_results(

@@ -9,14 +9,18 @@ import pandas as pd
 import pytest
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from hunyuan_assets.assets import MESHES, SOURCE_IMAGES
-from hunyuan_assets.backfill import ALL_ASSETS, materialize_images, materialize_prediction_log
+from hunyuan_assets.core.glb import inspect_glb
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.glb import inspect_glb
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.log import PredictionLog
-from hunyuan_assets.sources import SAMPLES_DIR
-from hunyuan_assets.store import open_mesh_store
+from hunyuan_assets.integration.assets import MESHES, SOURCE_IMAGES
+from hunyuan_assets.integration.backfill import (
+    ALL_ASSETS,
+    materialize_images,
+    materialize_prediction_log,
+)
+from hunyuan_assets.integration.lineage import latest_materializations
 from hunyuan_assets_tests.helpers import check_results, failed_partitions
 
 
@@ -291,7 +295,12 @@ def test_a_dead_leftover_prediction_is_logged_when_replaced(
     """A crashed run left a pending prediction the API no longer knows: one new submission,
     and both predictions are in the log."""
     from hunyuan_assets.client import DEFAULT_MODEL
-    from hunyuan_assets.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
+    from hunyuan_assets.core.records import (
+        PredictionRecord,
+        PredictionRecords,
+        now_iso,
+        record_prefix,
+    )
 
     store_dir = tmp_path / "store"
     sha = hashlib.sha256((images_dir / "mug.png").read_bytes()).hexdigest()

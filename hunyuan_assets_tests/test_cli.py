@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hunyuan_assets.sources import SAMPLES_DIR
+from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets_tests.gltf_validator import validate_glb
 
 pytestmark = pytest.mark.slow

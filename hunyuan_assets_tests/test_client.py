@@ -53,7 +53,7 @@ from hunyuan_assets.client import (
     UploadTooLargeError,
     WaveSpeedError,
 )
-from hunyuan_assets.protocol import (
+from hunyuan_assets.client.protocol import (
     _WaitPlan,
     backoff_delay,
     error_for_transport,

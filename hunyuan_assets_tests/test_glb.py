@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from trimesh.visual import TextureVisuals
 from trimesh.visual.material import PBRMaterial
 
-from hunyuan_assets.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.core.glb import MeshError, MeshInfo, inspect_glb, render_preview
 
 # Largest channel difference from the corner pixel that still counts as background.
 BACKGROUND_TOLERANCE = 6

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hunyuan_assets.log import LOG_SCHEMA, PredictionLog, PredictionLogRow, summarize
-from hunyuan_assets.store import LocalMeshStore, MeshStore, S3MeshStore
+from hunyuan_assets.core.log import LOG_SCHEMA, PredictionLog, PredictionLogRow, summarize
+from hunyuan_assets.core.store import LocalMeshStore, MeshStore, S3MeshStore
 
 SHA = "c" * 64
 DAY1 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -27,8 +27,8 @@ DAY2 = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
 
 _PRELUDE = """
 import sys
-from hunyuan_assets.log import PredictionLog, PredictionLogRow
-from hunyuan_assets.store import open_mesh_store
+from hunyuan_assets.core.log import PredictionLog, PredictionLogRow
+from hunyuan_assets.core.store import open_mesh_store
 """
 
 _WRITER = """

@@ -28,15 +28,15 @@ import psycopg2
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, images_partitions
-from hunyuan_assets.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.core.glb import inspect_glb
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.glb import inspect_glb
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.log import PredictionLog
-from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
-from hunyuan_assets.sources import SAMPLES_DIR
-from hunyuan_assets.store import open_mesh_store
+from hunyuan_assets.integration.assets import MESHES, SOURCE_IMAGES, images_partitions
+from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets.integration.schedules import compaction_schedule, refresh_schedule
 from hunyuan_assets_tests.helpers import check_results
 from hunyuan_assets_tests.postgres import (
     PostgresServer,

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from hunyuan_assets import Hunyuan3DResource
-from hunyuan_assets.sources import SAMPLES_DIR
+from hunyuan_assets.core.sources import SAMPLES_DIR
 
 
 @dg.asset

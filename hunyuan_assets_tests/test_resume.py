@@ -26,8 +26,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hunyuan_assets.assets import MESHES
-from hunyuan_assets.backfill import add_image_partitions, materialize_images
 from hunyuan_assets.client import (
     DEFAULT_MODEL,
     AsyncHunyuan3DClient,
@@ -36,20 +34,22 @@ from hunyuan_assets.client import (
     PollPolicy,
     PredictionFailedError,
 )
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.mesh_generation import GenerationPolicy, MeshGenerator, MeshRequest
+from hunyuan_assets.core.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.core.store import LocalMeshStore
 from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.log import PredictionLog
-from hunyuan_assets.mesh_generation import GenerationPolicy, MeshGenerator, MeshRequest
-from hunyuan_assets.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
-from hunyuan_assets.resource import Hunyuan3DResource
-from hunyuan_assets.sources import SAMPLES_DIR
-from hunyuan_assets.store import LocalMeshStore
+from hunyuan_assets.integration.assets import MESHES
+from hunyuan_assets.integration.backfill import add_image_partitions, materialize_images
+from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets.integration.resource import Hunyuan3DResource
 
 IMAGE = "mug.png"
 SHA256 = hashlib.sha256((SAMPLES_DIR / IMAGE).read_bytes()).hexdigest()
 PREFIX = record_prefix(SHA256, DEFAULT_MODEL)
 FAST_POLL = {"poll_initial_interval": 0.05, "poll_max_interval": 0.2}
-MESH_LOGGER = "hunyuan_assets.mesh_generation"
+MESH_LOGGER = "hunyuan_assets.core.mesh_generation"
 
 # Materializes the partitions named on the command line against $DAGSTER_HOME, like a run
 # launched by Dagster would, with the same resources the test process uses to resume.
@@ -57,11 +57,11 @@ RUNNER = textwrap.dedent(
     """
     import logging, os, sys
     import dagster as dg
-    from hunyuan_assets.backfill import materialize_images
+    from hunyuan_assets.integration.backfill import materialize_images
     from hunyuan_assets.definitions import build_resources
-    from hunyuan_assets.resource import Hunyuan3DResource
+    from hunyuan_assets.integration.resource import Hunyuan3DResource
 
-    mesh_logger = logging.getLogger("hunyuan_assets.mesh_generation")
+    mesh_logger = logging.getLogger("hunyuan_assets.core.mesh_generation")
     mesh_logger.setLevel(logging.INFO)
     mesh_logger.addHandler(logging.StreamHandler(sys.stdout))
     resources = build_resources()

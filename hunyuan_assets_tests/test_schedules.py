@@ -11,16 +11,16 @@ import dagster as dg
 import pandas as pd
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from hunyuan_assets import schedules
-from hunyuan_assets.assets import IMAGES, MESHES, SOURCE_IMAGES
-from hunyuan_assets.backfill import materialize_images
+from hunyuan_assets.integration import schedules
+from hunyuan_assets.core.log import PredictionLog, PredictionLogRow
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.definitions import build_definitions
-from hunyuan_assets.jobs import COMPACTION_POOL, compact_log_job, mesh_job
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.log import PredictionLog, PredictionLogRow
-from hunyuan_assets.schedules import compaction_schedule, refresh_schedule
-from hunyuan_assets.sources import SAMPLES_DIR
-from hunyuan_assets.store import open_mesh_store
+from hunyuan_assets.integration.assets import IMAGES, MESHES, SOURCE_IMAGES
+from hunyuan_assets.integration.backfill import materialize_images
+from hunyuan_assets.integration.jobs import COMPACTION_POOL, compact_log_job, mesh_job
+from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets.integration.schedules import compaction_schedule, refresh_schedule
 from hunyuan_assets_tests import test_sensors
 from hunyuan_assets_tests.test_sensors import Deployment, requested_keys, sha256_of
 

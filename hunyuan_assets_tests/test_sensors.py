@@ -23,18 +23,18 @@ from dagster._core.storage.tags import (
     SENSOR_NAME_TAG,
 )
 
-from hunyuan_assets.assets import IMAGES, MESHES
+from hunyuan_assets.core.sources import SAMPLES_DIR, ImageRef
 from hunyuan_assets.definitions import build_definitions
-from hunyuan_assets.jobs import mesh_job
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.sensors import (
+from hunyuan_assets.integration.assets import IMAGES, MESHES
+from hunyuan_assets.integration.jobs import mesh_job
+from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets.integration.sensors import (
     SensorCursor,
     SensorLimits,
     build_image_sensor,
     image_sensor,
     plan_tick,
 )
-from hunyuan_assets.sources import SAMPLES_DIR, ImageRef
 
 
 @pytest.fixture

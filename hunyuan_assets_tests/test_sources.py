@@ -22,8 +22,8 @@ from dagster._core.definitions.partitions.utils.multi import (
 )
 from PIL import Image
 
-from hunyuan_assets import sources
-from hunyuan_assets.sources import (
+from hunyuan_assets.core import sources
+from hunyuan_assets.core.sources import (
     IMAGE_SUFFIXES,
     MAX_KEY_LENGTH,
     SAMPLES_DIR,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hunyuan_assets.store import (
+from hunyuan_assets.core.store import (
     InvalidKeyError,
     LocalMeshStore,
     MeshStore,

@@ -45,7 +45,7 @@ __all__ = [
     "partition_keys_for",
 ]
 
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 # What the bytes must decode as; a GIF renamed to .png is rejected before it is paid for.
@@ -235,7 +235,7 @@ def partition_keys_for(relative_paths: Iterable[str]) -> dict[str, str]:
         if other != path:
             raise PartitionKeyCollisionError(
                 f"paths {other!r} and {path!r} both map to partition key {key!r}; "
-                "rename one of them and report this as a bug in hunyuan_assets.sources"
+                "rename one of them and report this as a bug in hunyuan_assets.core.sources"
             )
         keys[path] = key
     return keys

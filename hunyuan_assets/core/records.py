@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from hunyuan_assets.store import MeshStore, model_slug
+from hunyuan_assets.core.store import MeshStore, model_slug
 
 # submitting: a run holds the claim and is sending the submit POST (no prediction id yet).
 # pending:    the prediction id is known; anyone may wait on it.

@@ -12,14 +12,14 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from hunyuan_assets.assets import (
+from hunyuan_assets.integration.assets import (
     IMAGES,
     MESHES,
     SOURCE_IMAGES,
     image_meshes,
     prediction_log,
 )
-from hunyuan_assets.sensors import contiguous_ranges
+from hunyuan_assets.integration.sensors import contiguous_ranges
 
 ALL_ASSETS = [image_meshes, prediction_log]
 

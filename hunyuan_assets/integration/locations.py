@@ -6,9 +6,9 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
-from hunyuan_assets.log import PredictionLog
-from hunyuan_assets.sources import SAMPLES_DIR, ImageSource, open_image_source
-from hunyuan_assets.store import MeshStore, open_mesh_store
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.sources import SAMPLES_DIR, ImageSource, open_image_source
+from hunyuan_assets.core.store import MeshStore, open_mesh_store
 
 PRESIGN_SECONDS = 6 * 24 * 3600
 

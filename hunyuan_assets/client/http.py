@@ -27,61 +27,21 @@ from typing import Any
 
 import httpx
 
-from hunyuan_assets.errors import (
-    ApiConnectionError,
-    AuthenticationError,
-    InvalidInputError,
-    OutputDownloadError,
-    OutputExpiredError,
-    OutputTooLargeError,
-    PredictionFailedError,
-    PredictionNotFoundError,
-    PredictionTimeoutError,
-    RateLimitedError,
-    ServerError,
-    SubmissionUncertainError,
-    UploadTooLargeError,
-    WaveSpeedError,
-)
-from hunyuan_assets.protocol import (
+from hunyuan_assets.client.errors import WaveSpeedError
+from hunyuan_assets.client.protocol import (
     _CHUNK,
-    DEFAULT_BASE_URL,
-    DEFAULT_MODEL,
-    MAX_UPLOAD_BYTES,
-    TERMINAL_STATUSES,
     ClientSettings,
     GenerationResult,
-    HttpRetryPolicy,
-    PollPolicy,
     Prediction,
-    Timeouts,
     _is_remote,
     _now,
     _part_path,
     _Protocol,
     _Request,
     _WaitPlan,
-    backoff_delay,
     error_for_transport,
-    is_retryable,
     logger,
-    parse_envelope,
-    parse_prediction,
-    parse_retry_after,
-    poll_intervals,
-    retry_delay,
 )
-
-__all__ = [
-    "DEFAULT_BASE_URL", "DEFAULT_MODEL", "MAX_UPLOAD_BYTES", "TERMINAL_STATUSES",
-    "ApiConnectionError", "AsyncHunyuan3DClient", "AuthenticationError", "ClientSettings",
-    "GenerationResult", "HttpRetryPolicy", "Hunyuan3DClient", "InvalidInputError",
-    "OutputDownloadError", "OutputExpiredError", "OutputTooLargeError", "PollPolicy",
-    "Prediction", "PredictionFailedError", "PredictionNotFoundError", "PredictionTimeoutError",
-    "RateLimitedError", "ServerError", "SubmissionUncertainError", "Timeouts",
-    "UploadTooLargeError", "WaveSpeedError", "backoff_delay", "is_retryable", "parse_envelope",
-    "parse_prediction", "parse_retry_after", "poll_intervals", "retry_delay",
-]  # fmt: skip
 
 
 async def _maybe_await(value: Any) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hunyuan_assets.client import Prediction
+    from hunyuan_assets.client.protocol import Prediction
 
 __all__ = [
     "ApiConnectionError",

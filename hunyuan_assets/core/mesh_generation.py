@@ -32,19 +32,19 @@ from hunyuan_assets.client import (
     SubmissionUncertainError,
     WaveSpeedError,
 )
-from hunyuan_assets.glb import MeshError, MeshInfo, inspect_glb, render_preview
-from hunyuan_assets.records import (
+from hunyuan_assets.core.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.core.records import (
     PredictionRecord,
     PredictionRecords,
     now_iso,
     record_prefix,
     uncertain_help,
 )
-from hunyuan_assets.store import MeshStore, mesh_key, preview_key
+from hunyuan_assets.core.store import MeshStore, mesh_key, preview_key
 
 NsfwPolicy = Literal["keep", "quarantine", "fail"]
 OutcomeStatus = Literal["completed", "reused", "failed"]
-logger = logging.getLogger("hunyuan_assets.mesh_generation")
+logger = logging.getLogger("hunyuan_assets.core.mesh_generation")
 
 
 class ResubmissionRefusedError(Exception):

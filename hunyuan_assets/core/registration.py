@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from hunyuan_assets.client import AsyncHunyuan3DClient, WaveSpeedError
-from hunyuan_assets.sources import (
+from hunyuan_assets.core.sources import (
     ImageInfo,
     ImageRef,
     ImageSource,

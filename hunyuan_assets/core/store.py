@@ -35,7 +35,7 @@ __all__ = [
     "preview_key",
 ]
 
-logger = logging.getLogger("hunyuan_assets.store")
+logger = logging.getLogger("hunyuan_assets.core.store")
 
 # In-flight temp files of LocalMeshStore: dot-prefixed so pyarrow/pandas dataset readers skip
 # them, and recognisable so list_keys never reports them (a crashed writer can leave one).

@@ -38,23 +38,23 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster_shared.check import CheckError
 
-from hunyuan_assets.assets import (
+from hunyuan_assets.client import DEFAULT_MODEL
+from hunyuan_assets.integration.assets import (
     IMAGES,
     MESH_CODE_VERSION,
     MESHES,
     SOURCE_IMAGES,
     images_partitions,
 )
-from hunyuan_assets.client import DEFAULT_MODEL
-from hunyuan_assets.jobs import compact_log_job, mesh_job
-from hunyuan_assets.lineage import (
+from hunyuan_assets.integration.jobs import compact_log_job, mesh_job
+from hunyuan_assets.integration.lineage import (
     PartitionMaterialization,
     derived_version_tags,
     latest_materializations,
 )
-from hunyuan_assets.locations import MeshStoreResource
-from hunyuan_assets.reports import SOURCE_CHECK
-from hunyuan_assets.sensors import (
+from hunyuan_assets.integration.locations import MeshStoreResource
+from hunyuan_assets.integration.reports import SOURCE_CHECK
+from hunyuan_assets.integration.sensors import (
     TRIGGER_TAG,
     SensorLimits,
     batched_ranges,

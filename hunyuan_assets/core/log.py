@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from hunyuan_assets.store import MeshStore
+from hunyuan_assets.core.store import MeshStore
 
 __all__ = [
     "LOG_SCHEMA",
@@ -36,7 +36,7 @@ __all__ = [
     "summarize",
 ]
 
-logger = logging.getLogger("hunyuan_assets.log")
+logger = logging.getLogger("hunyuan_assets.core.log")
 
 
 def _ts() -> pa.DataType:

@@ -2,9 +2,14 @@
 
 import dagster as dg
 
-from hunyuan_assets.assets import MESHES, SOURCE_IMAGES, images_partitions, prediction_log
-from hunyuan_assets.locations import MeshStoreResource
-from hunyuan_assets.log import CompactionReport
+from hunyuan_assets.core.log import CompactionReport
+from hunyuan_assets.integration.assets import (
+    MESHES,
+    SOURCE_IMAGES,
+    images_partitions,
+    prediction_log,
+)
+from hunyuan_assets.integration.locations import MeshStoreResource
 
 mesh_job = dg.define_asset_job(
     "meshes_job",

@@ -45,12 +45,12 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from hunyuan_assets.assets import IMAGES, SOURCE_IMAGES, images_partitions
-from hunyuan_assets.jobs import mesh_job
-from hunyuan_assets.lineage import latest_materializations
-from hunyuan_assets.locations import ImagesResource, MeshStoreResource
-from hunyuan_assets.sources import ImageRef, ImageSource, S3ImageSource
-from hunyuan_assets.store import MeshStore
+from hunyuan_assets.core.sources import ImageRef, ImageSource, S3ImageSource
+from hunyuan_assets.core.store import MeshStore
+from hunyuan_assets.integration.assets import IMAGES, SOURCE_IMAGES, images_partitions
+from hunyuan_assets.integration.jobs import mesh_job
+from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
 
 SNAPSHOT_VERSION = 2
 TRIGGER_TAG = "hunyuan/trigger"

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
-from hunyuan_assets.lineage import PartitionMaterialization
-from hunyuan_assets.log import PredictionLogRow
-from hunyuan_assets.mesh_generation import MeshOutcome
+from hunyuan_assets.core.log import PredictionLogRow
+from hunyuan_assets.core.mesh_generation import MeshOutcome
+from hunyuan_assets.integration.lineage import PartitionMaterialization
 
 SOURCE_CHECK = "image_decodes"
 CHECK_GLB_VALID = "glb_valid"

@@ -17,22 +17,24 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from hunyuan_assets.lineage import (
+from hunyuan_assets.core.log import PredictionLog, summarize
+from hunyuan_assets.core.mesh_generation import (
+    GenerationPolicy,
+    MeshGenerator,
+    MeshRequest,
+)
+from hunyuan_assets.core.registration import Registration, register_images
+from hunyuan_assets.core.sources import ImageRef, ImageSource
+from hunyuan_assets.core.threads import iterate_async
+from hunyuan_assets.integration.lineage import (
     PartitionMaterialization,
     derived_version_tags,
     latest_materializations,
     partitions_materialized_in_run,
     source_version_tags,
 )
-from hunyuan_assets.locations import ImagesResource, MeshStoreResource
-from hunyuan_assets.log import PredictionLog, summarize
-from hunyuan_assets.mesh_generation import (
-    GenerationPolicy,
-    MeshGenerator,
-    MeshRequest,
-)
-from hunyuan_assets.registration import Registration, register_images
-from hunyuan_assets.reports import (
+from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
+from hunyuan_assets.integration.reports import (
     CHECK_CLOSED,
     CHECK_FACE_BUDGET,
     CHECK_GLB_VALID,
@@ -46,9 +48,7 @@ from hunyuan_assets.reports import (
     mesh_metadata,
     summary_markdown,
 )
-from hunyuan_assets.resource import Hunyuan3DResource
-from hunyuan_assets.sources import ImageRef, ImageSource
-from hunyuan_assets.threads import iterate_async
+from hunyuan_assets.integration.resource import Hunyuan3DResource
 
 IMAGES = "images"  # the dynamic partitions' name
 images_partitions = dg.DynamicPartitionsDefinition(name=IMAGES)

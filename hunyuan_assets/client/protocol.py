@@ -24,7 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
-from hunyuan_assets.errors import (
+from hunyuan_assets.client.errors import (
     ApiConnectionError,
     AuthenticationError,
     InvalidInputError,
