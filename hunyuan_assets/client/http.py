@@ -21,20 +21,27 @@ import asyncio
 import inspect
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from hunyuan_assets.client.errors import WaveSpeedError
+from hunyuan_assets.client.polling import CompletionForecast
 from hunyuan_assets.client.protocol import (
     _CHUNK,
+    MAX_PAGE_SIZE,
+    Balance,
     ClientSettings,
     GenerationResult,
     Prediction,
+    PredictionPage,
+    _BalancePlan,
     _is_remote,
     _now,
+    _PageWalk,
     _part_path,
     _Protocol,
     _Request,
@@ -134,9 +141,12 @@ class Hunyuan3DClient:
         *,
         deadline: float | None = None,
         on_poll: Callable[[Prediction], None] | None = None,
+        forecast: CompletionForecast | None = None,
     ) -> Prediction:
-        """Poll until terminal. A Prediction is polled after `initial_interval`; an id at once."""
-        plan = _WaitPlan(prediction, self.settings.poll, deadline)
+        """Poll until terminal. An id is polled at once; a fresh Prediction on the schedule:
+        adaptive, or learned from `forecast` (`polling.py`). The result's `.observation`
+        says when it completed, for the next forecast."""
+        plan = _WaitPlan(prediction, self.settings.poll, deadline, forecast=forecast)
         done = plan.already_done()
         while done is None:
             delay = plan.next_delay()
@@ -147,6 +157,63 @@ class Hunyuan3DClient:
                 on_poll(seen)
             done = seen if plan.finish(seen) else None
         return done
+
+    def list_predictions(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = MAX_PAGE_SIZE,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> PredictionPage:
+        """One page of the account's predictions of the last 7 days, newest first (no inputs).
+        For browsing and reconciling (e.g. after a SubmissionUncertainError), not for polling."""
+        req = self._p.list_predictions(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return self._p.prediction_page(req, self._call(req))
+
+    def iter_predictions(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[Prediction]:
+        """Every prediction matching the filter, page after page (each id once)."""
+        walk = _PageWalk(
+            self._p,
+            page_size,
+            model=model,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+        def pages() -> Iterator[Prediction]:
+            while (req := walk.next_request()) is not None:
+                yield from walk.take(self._p.prediction_page(req, self._call(req)))
+
+        return pages()
+
+    def get_balance(self) -> Balance:
+        """The account's credit; either documented route (the other is tried on a 404)."""
+        plan = _BalancePlan(self._p)
+        while True:
+            req = plan.next_request()
+            try:
+                return self._p.balance(req, self._call(req))
+            except WaveSpeedError as exc:
+                plan.failed(req, exc)
 
     def upload(self, path: Path, content_type: str | None = None) -> str:
         """Upload a local file (ticket + PUT); returns the URL to pass as `image`."""
@@ -169,7 +236,7 @@ class Hunyuan3DClient:
         return self._download(url, Path(dest), max_bytes)
 
     def _download(self, url: str, dest: Path, max_bytes: int | None, pid: str | None = None) -> int:
-        req, part = self._p.download(url), _part_path(dest)
+        req, part = self._p.download(url, pid), _part_path(dest)
         limit = self.settings.max_download_bytes if max_bytes is None else max_bytes
 
         def once() -> int:
@@ -204,6 +271,7 @@ class Hunyuan3DClient:
         *,
         model: str | None = None,
         on_submitted: Callable[[Prediction], None] | None = None,
+        forecast: CompletionForecast | None = None,
     ) -> GenerationResult:
         """Upload (if local), submit, wait, and download the mesh at once (URLs expire).
 
@@ -214,7 +282,7 @@ class Hunyuan3DClient:
         prediction = self.submit(str(image_url), model=model)
         if on_submitted is not None:
             on_submitted(prediction)
-        done = self.wait(prediction)
+        done = self.wait(prediction, forecast=forecast)
         started = time.monotonic()
         size = self._download(self._p.output_url(done), Path(dest), None, done.id)
         elapsed = round((time.monotonic() - started) * 1000)
@@ -290,9 +358,10 @@ class AsyncHunyuan3DClient:
         *,
         deadline: float | None = None,
         on_poll: Callable[[Prediction], Any] | None = None,
+        forecast: CompletionForecast | None = None,
     ) -> Prediction:
         """As `Hunyuan3DClient.wait`; `on_poll` may be a plain function or a coroutine."""
-        plan = _WaitPlan(prediction, self.settings.poll, deadline)
+        plan = _WaitPlan(prediction, self.settings.poll, deadline, forecast=forecast)
         done = plan.already_done()
         while done is None:
             delay = plan.next_delay()
@@ -303,6 +372,61 @@ class AsyncHunyuan3DClient:
                 await _maybe_await(on_poll(seen))
             done = seen if plan.finish(seen) else None
         return done
+
+    async def list_predictions(
+        self,
+        *,
+        page: int = 1,
+        page_size: int = MAX_PAGE_SIZE,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> PredictionPage:
+        req = self._p.list_predictions(
+            page=page,
+            page_size=page_size,
+            model=model,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        return self._p.prediction_page(req, await self._call(req))
+
+    def iter_predictions(
+        self,
+        *,
+        model: str | None = None,
+        status: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[Prediction]:
+        """As `Hunyuan3DClient.iter_predictions`: `async for prediction in ...`."""
+        walk = _PageWalk(
+            self._p,
+            page_size,
+            model=model,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+
+        async def pages() -> AsyncIterator[Prediction]:
+            while (req := walk.next_request()) is not None:
+                for prediction in walk.take(self._p.prediction_page(req, await self._call(req))):
+                    yield prediction
+
+        return pages()
+
+    async def get_balance(self) -> Balance:
+        plan = _BalancePlan(self._p)
+        while True:
+            req = plan.next_request()
+            try:
+                return self._p.balance(req, await self._call(req))
+            except WaveSpeedError as exc:
+                plan.failed(req, exc)
 
     async def upload(self, path: Path, content_type: str | None = None) -> str:
         path = Path(path)
@@ -328,7 +452,7 @@ class AsyncHunyuan3DClient:
     async def _download(
         self, url: str, dest: Path, max_bytes: int | None, pid: str | None = None
     ) -> int:
-        req, part = self._p.download(url), _part_path(dest)
+        req, part = self._p.download(url, pid), _part_path(dest)
         limit = self.settings.max_download_bytes if max_bytes is None else max_bytes
 
         async def once() -> int:
@@ -363,12 +487,13 @@ class AsyncHunyuan3DClient:
         *,
         model: str | None = None,
         on_submitted: Callable[[Prediction], Any] | None = None,
+        forecast: CompletionForecast | None = None,
     ) -> GenerationResult:
         image_url = image if _is_remote(image) else await self.upload(Path(image))
         prediction = await self.submit(str(image_url), model=model)
         if on_submitted is not None:
             await _maybe_await(on_submitted(prediction))
-        done = await self.wait(prediction)
+        done = await self.wait(prediction, forecast=forecast)
         started = time.monotonic()
         size = await self._download(self._p.output_url(done), Path(dest), None, done.id)
         elapsed = round((time.monotonic() - started) * 1000)

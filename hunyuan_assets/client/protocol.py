@@ -1,7 +1,8 @@
 """The WaveSpeed v3 protocol, without I/O: settings, the Prediction value, envelope parsing
-into typed errors, retry decisions and backoff, the adaptive poll schedule and the wait deadline.
+into typed errors, retry decisions and backoff, the wait (its schedule from `polling.py`, its
+deadline, what it observed), listing predictions page by page and reading the balance.
 
-`client.py` wraps this core in two thin I/O shells (sync and async) with the same surface, so
+`http.py` wraps this core in two thin I/O shells (sync and async) with the same surface, so
 both behave identically by construction. No Dagster here.
 """
 
@@ -15,7 +16,7 @@ import mimetypes
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,13 @@ from hunyuan_assets.client.errors import (
     UploadTooLargeError,
     WaveSpeedError,
 )
+from hunyuan_assets.client.polling import (
+    CompletionForecast,
+    PollObservation,
+    PollPolicy,
+    PollSchedule,
+)
+from hunyuan_assets.client.polling import poll_intervals as poll_intervals  # re-exported
 
 # Retries are logged by the shells under this name; the core only decides.
 logger = logging.getLogger("hunyuan_assets.client")
@@ -54,6 +62,12 @@ SUBMIT_RETRYABLE_STATUSES = frozenset({429, 503})
 _TRANSIENT_API_CODES = frozenset({429, 500, 502, 503, 504, 5000, 5003, 5004})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _BROKEN = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
+_DOWNLOAD_SCHEMES = ("http", "https")  # never file:, ftp:, data: ... (an output is a web URL)
+#: Statuses the predictions list documents as filters.
+LIST_STATUSES = frozenset({"completed", "failed", "processing"})
+MAX_PAGE_SIZE = 100
+# Both documented balance routes; the first that exists is remembered per client.
+BALANCE_PATHS = ("balance", "account/balance")
 _CHUNK = 1 << 20
 CallKind = Literal["submit", "read", "upload", "download"]
 
@@ -67,25 +81,6 @@ class Timeouts:
     submit: float = 60.0
     upload: float = 120.0
     download: float = 300.0
-
-
-@dataclass(frozen=True)
-class PollPolicy:
-    """Adaptive polling: a Hunyuan3D task takes minutes, so start at ~2 s and back off.
-
-    `deadline` (seconds per `wait` call; None = wait forever) bounds our waiting only.
-    """
-
-    initial_interval: float = 2.0
-    max_interval: float = 20.0
-    multiplier: float = 1.5
-    deadline: float | None = 1800.0
-
-    def __post_init__(self) -> None:
-        if self.initial_interval < 0 or self.max_interval < self.initial_interval:
-            raise ValueError("PollPolicy needs 0 <= initial_interval <= max_interval")
-        if self.multiplier < 1:
-            raise ValueError("PollPolicy.multiplier must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -138,7 +133,8 @@ class ClientSettings:
 @dataclass(frozen=True)
 class Prediction:
     """One remote task as last seen. `raw` is the whole `data` object of the envelope;
-    `submitted_at`/`completed_at`/`wall_ms`/`polls` are what this client observed."""
+    `submitted_at`/`completed_at`/`wall_ms`/`polls`/`observation` are what this client
+    observed (`observation`: when it completed, for the next forecast; see `polling.py`)."""
 
     id: str
     model: str
@@ -153,6 +149,7 @@ class Prediction:
     wall_ms: int | None = None
     polls: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    observation: PollObservation | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_terminal(self) -> bool:
@@ -165,6 +162,32 @@ class Prediction:
     @property
     def nsfw(self) -> bool:
         return any(self.has_nsfw_contents)
+
+
+@dataclass(frozen=True)
+class PredictionPage:
+    """One page of the predictions list (newest first; inputs are never included)."""
+
+    items: tuple[Prediction, ...]
+    page: int
+    page_size: int
+    total: int | None  # matching predictions over all pages, when the API says
+
+    @property
+    def has_next(self) -> bool:
+        if not self.items:
+            return False
+        if self.total is not None:
+            return self.page * self.page_size < self.total
+        return len(self.items) >= self.page_size
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The account's credit as the API reports it."""
+
+    amount: float
+    currency: str = "USD"
 
 
 @dataclass(frozen=True)
@@ -320,7 +343,7 @@ def error_for_status(
     if kind == "submit" and status_code in (502, 504):
         # A gateway error means the request may have reached the model service.
         return SubmissionUncertainError(f"{where} answered {shown}. {_UNCERTAIN_ADVICE}", **kw)
-    if code == 404 and kind == "read":
+    if code == 404 and kind == "read" and prediction_id is not None:
         return PredictionNotFoundError(
             f"Prediction {prediction_id} is unknown to WaveSpeed ({shown}: {message}). Wrong "
             "id, another account's key, or older than the 7-day retention.",
@@ -351,11 +374,14 @@ def error_for_transport(
     broken = isinstance(exc, _BROKEN)
     not_sent = broken or isinstance(exc, _NOT_SENT)
     if kind == "download":
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            # The URL itself was checked before sending, so a redirect led here.
+            reason = f"it redirected to a URL that is not http(s) ({reason}); not followed"
         return OutputDownloadError(
             f"Downloading the output failed ({where}: {reason}).",
             url=url or "",
             prediction_id=prediction_id,
-            transient=not broken,
+            transient=not (broken or isinstance(exc, httpx.TooManyRedirects)),
         )
     if kind == "submit" and not not_sent:
         return SubmissionUncertainError(
@@ -421,14 +447,6 @@ def retry_delay(
     return backoff_delay(policy, attempt, retry_after=retry_after, rand=rand)
 
 
-def poll_intervals(policy: PollPolicy) -> Iterator[float]:
-    """initial, initial*m, initial*m^2, ... capped at max_interval, forever."""
-    interval = policy.initial_interval
-    while True:
-        yield interval
-        interval = min(policy.max_interval, interval * policy.multiplier)
-
-
 def _model_path(model: str) -> str:
     path = model.strip().strip("/")
     if not path or any(part in ("", ".", "..") for part in path.split("/")) or "?" in path:
@@ -461,6 +479,16 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _iso8601(moment: datetime | str, name: str) -> str:
+    if isinstance(moment, str):
+        if _parse_time(moment) is None:
+            raise ValueError(f"{name} must be an ISO 8601 time, got {moment!r}")
+        return moment
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware (our clock and the API's are UTC)")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
@@ -491,6 +519,7 @@ class _Protocol:
         self.settings = settings
         self.rand = random.Random().random
         self._origin = _origin(settings.base_url)
+        self.balance_path = BALANCE_PATHS[0]  # moves to the route that answered
 
     def timeout(self, kind: CallKind) -> httpx.Timeout:
         t = self.settings.timeouts
@@ -543,7 +572,72 @@ class _Protocol:
         headers, timeout = self.headers_for(url, extra), self.timeout("upload")
         return _Request("upload", "PUT", url, headers, timeout, api=False), str(download_url)
 
-    def download(self, url: str) -> _Request:
+    def list_predictions(
+        self,
+        *,
+        page: int,
+        page_size: int,
+        model: str | None,
+        status: str | None,
+        created_after: datetime | str | None,
+        created_before: datetime | str | None,
+    ) -> _Request:
+        """The documented POST body; the list is read-only, so the POST is retried like a GET."""
+        for name, value, top in (("page", page, None), ("page_size", page_size, MAX_PAGE_SIZE)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if top is not None and value > top:
+                raise ValueError(f"{name} must be at most {top} (the API's limit), got {value}")
+        body: dict[str, Any] = {"page": page, "page_size": page_size}
+        if model is not None:
+            body["model"] = _model_path(model)
+        if status is not None:
+            if status not in LIST_STATUSES:
+                raise ValueError(f"status must be one of {sorted(LIST_STATUSES)}, got {status!r}")
+            body["status"] = status
+        for name, moment in (("created_after", created_after), ("created_before", created_before)):
+            if moment is not None:
+                body[name] = _iso8601(moment, name)
+        return self.api("read", "POST", "predictions", body)
+
+    def prediction_page(self, req: _Request, data: Mapping[str, Any]) -> PredictionPage:
+        items = data.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            raise ServerError(f"{req.where} answered without a list of `items`.")
+        body = req.json or {}
+        page = _int_or_none(data.get("page")) or int(body.get("page", 1))
+        return PredictionPage(
+            items=tuple(self.prediction(req, item) for item in items),
+            page=page,
+            page_size=int(body.get("page_size", MAX_PAGE_SIZE)),
+            total=_int_or_none(data.get("total")),
+        )
+
+    def balance_request(self, path: str) -> _Request:
+        return self.api("read", "GET", path)
+
+    def balance(self, req: _Request, data: Mapping[str, Any]) -> Balance:
+        amount = data.get("balance")
+        try:
+            value = float(amount)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if isinstance(amount, bool) or not math.isfinite(value):
+            raise ServerError(f"{req.where} answered without a numeric `balance`.")
+        currency = data.get("currency")
+        self.balance_path = req.url.rsplit("/api/v3/", 1)[-1]
+        return Balance(value, str(currency) if currency else "USD")
+
+    def download(self, url: str, prediction_id: str | None = None) -> _Request:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in _DOWNLOAD_SCHEMES:
+            raise OutputDownloadError(
+                f"Refusing to download the output {scheme or 'relative'}:{_path_of(url)}: only "
+                "http(s) URLs are fetched.",
+                url=url,
+                prediction_id=prediction_id,
+                transient=False,
+            )
         return _Request("download", "GET", url, self.headers_for(url), self.timeout("download"))
 
     def read(
@@ -646,8 +740,69 @@ class _Protocol:
         return prediction.outputs[0]
 
 
+class _PageWalk:
+    """`iter_predictions`: which page to ask for next and which items are new (no I/O).
+
+    The list is newest first, so predictions made during a walk push older ones onto later
+    pages: items already yielded are skipped by id. Predictions that pass the 7-day retention
+    meanwhile pull later ones forward, so one may be missed: a walk is a snapshot, not a ledger.
+    """
+
+    def __init__(self, protocol: _Protocol, page_size: int, **filters: Any) -> None:
+        self._p, self._filters, self.page_size = protocol, filters, page_size
+        protocol.list_predictions(page=1, page_size=page_size, **filters)  # bad input fails now
+        self.page = 0
+        self.done = False
+        self._seen: set[str] = set()
+
+    def next_request(self) -> _Request | None:
+        if self.done:
+            return None
+        self.page += 1
+        return self._p.list_predictions(page=self.page, page_size=self.page_size, **self._filters)
+
+    def take(self, page: PredictionPage) -> list[Prediction]:
+        new = [p for p in page.items if p.id not in self._seen]
+        self._seen.update(p.id for p in new)
+        # A page of nothing new ends the walk too, so a server that repeats a page cannot loop it.
+        self.done = not page.has_next or not new
+        return new
+
+
+class _BalancePlan:
+    """`get_balance`: the remembered route first, then the other documented one on a 404."""
+
+    def __init__(self, protocol: _Protocol) -> None:
+        self._p = protocol
+        first = protocol.balance_path
+        self._paths = [first, *(path for path in BALANCE_PATHS if path != first)]
+        self._missing: list[str] = []
+
+    def next_request(self) -> _Request:
+        return self._p.balance_request(self._paths[len(self._missing)])
+
+    def failed(self, req: _Request, error: WaveSpeedError) -> None:
+        """Raise `error` unless another documented route is left to try."""
+        if error.status_code != 404:
+            raise error
+        self._missing.append(req.where)
+        if len(self._missing) < len(self._paths):
+            return
+        raise InvalidInputError(
+            f"{' and '.join(self._missing)} both answered HTTP 404 at "
+            f"{self._p.settings.base_url}: this API has no balance endpoint we know.",
+            status_code=404,
+            api_code=error.api_code,
+        ) from error
+
+
 class _WaitPlan:
-    """One `wait()`: when to poll next, and what a seen status means (no I/O)."""
+    """One `wait()`: when to poll, what a seen status means, what was observed (no I/O).
+
+    The schedule runs in seconds since our own submit when the Prediction has `submitted_at`.
+    A wait by id uses the API's `created_at` once the first poll returns it: good enough to
+    schedule by, but our clock and the server's may differ, so it records no observation.
+    """
 
     def __init__(
         self,
@@ -655,19 +810,34 @@ class _WaitPlan:
         policy: PollPolicy,
         deadline: float | None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        forecast: CompletionForecast | None = None,
+        now: Callable[[], datetime] = _now,
     ) -> None:
         self.prior = target if isinstance(target, Prediction) else None
         self.prediction_id = target.id if isinstance(target, Prediction) else target
         if not self.prediction_id:
             raise ValueError("prediction id is empty")
+        self.policy, self.forecast = policy, forecast
         self.limit = policy.deadline if deadline is None else deadline
-        self._clock = clock
+        self._clock, self._now = clock, now
+        self._started = clock()
         self._ends = None if self.limit is None or math.isinf(self.limit) else clock() + self.limit
-        self._intervals = poll_intervals(policy)
+        submitted = self.prior.submitted_at if self.prior else None
+        self._own_origin = submitted is not None
+        # Seconds between the origin (the submit) and the start of this wait, once known.
+        self._origin_age = None if submitted is None else (now() - submitted).total_seconds()
+        self._schedule = PollSchedule(policy, forecast if self._own_origin else None)
+        self._not_done_at = 0.0  # the submit's own answer said "not done" at ~0
+        self._poll_at = 0.0
         # Resuming by id: the task may have finished long ago, so look at once.
         self._immediate = self.prior is None
         self.polls = 0
         self.last: Prediction | None = self.prior
+
+    def _position(self) -> float:
+        """Seconds since the origin (or since this wait began, while the origin is unknown)."""
+        return (self._origin_age or 0.0) + self._clock() - self._started
 
     def already_done(self) -> Prediction | None:
         """The given Prediction itself when it is terminal already (no poll needed)."""
@@ -681,7 +851,9 @@ class _WaitPlan:
 
     def next_delay(self) -> float:
         """Seconds to sleep before the next poll; raises PredictionTimeoutError when out of time."""
+        position = self._position()
         if self._immediate and self.polls == 0:
+            self._poll_at = position
             return 0.0
         remaining = math.inf if self._ends is None else self._ends - self._clock()
         if remaining <= 0 and self.polls > 0:
@@ -694,24 +866,54 @@ class _WaitPlan:
                 status=status,
                 prediction=self.last,
             )
-        return max(0.0, min(next(self._intervals), remaining))
+        delay = max(0.0, min(self._schedule.next_poll(position) - position, remaining))
+        self._poll_at = position + delay
+        return delay
 
     def observe(self, seen: Prediction) -> Prediction:
         """A polled Prediction, with what this client observed added."""
         self.polls += 1
-        self.last = self._observed(seen)
+        created = _parse_time(seen.created_at)
+        if self._origin_age is None and created is not None and self.forecast is not None:
+            # By id: from now on, schedule in seconds since the API created the task.
+            self._origin_age = (self._now() - created).total_seconds() - (
+                self._clock() - self._started
+            )
+            self._schedule = PollSchedule(self.policy, self.forecast)
+        observation = None
+        if not seen.is_terminal:
+            self._not_done_at = self._poll_at
+        elif self._own_origin:
+            observation = self._observation(seen, self._position())
+        self.last = self._observed(seen, observation)
         return self.last
 
-    def _observed(self, seen: Prediction) -> Prediction:
+    def _observation(self, seen: Prediction, done_at: float) -> PollObservation | None:
+        model = seen.model or (self.prior.model if self.prior else "")
+        if not model:
+            return None
+        inference = None if seen.inference_ms is None else seen.inference_ms / 1000
+        return PollObservation(
+            model=model,
+            prediction_id=seen.id,
+            status=seen.status,
+            not_done_s=max(0.0, min(self._not_done_at, done_at)),
+            done_s=max(0.0, done_at),
+            inference_s=inference,
+            observed_at=self._now(),
+        )
+
+    def _observed(self, seen: Prediction, observation: PollObservation | None = None) -> Prediction:
         prior = self.prior
         submitted = prior.submitted_at if prior and prior.submitted_at else None
         submitted = submitted or _parse_time(seen.created_at)
         observed: dict[str, Any] = {
             "submitted_at": submitted,
             "polls": (prior.polls if prior else 0) + self.polls,
+            "observation": observation,
         }
         if seen.is_terminal:
-            done = _now()
+            done = self._now()
             observed["completed_at"] = done
             if submitted is not None:
                 observed["wall_ms"] = max(0, round((done - submitted).total_seconds() * 1000))
