@@ -1,20 +1,31 @@
-"""Fault injection for the emulator: what to break, how often, and for which inputs.
+"""Fault injection and account settings for the emulator: what to break, how often, for which
+inputs; how long predictions are kept; what the account has and pays.
 
 The configuration is the JSON body of `POST /_emulator/faults` (also `EmulatorServer.configure`):
 scalar settings replace the current ones, `rules` are appended, `fail_tasks` / `nsfw` replace the
 previous selector (`null` clears it). Not thread-safe on its own: the server holds its lock.
+
+A rule with a `probability` below 1 fires on that fraction of the requests it matches, drawn
+from the emulator's seeded generator: a run that sends the same requests in the same order
+sees the same faults (concurrent requests interleave differently from run to run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ENDPOINTS = frozenset({"submit", "result", "upload", "upload_put", "media", "output", "any"})
+ENDPOINTS = frozenset(
+    {"submit", "result", "list", "balance", "upload", "upload_put", "media", "output", "any"}
+)
 ERROR_KINDS = frozenset({"429", "500", "502", "503", "504"})
 KINDS = ERROR_KINDS | {"drop", "drop_after_accept", "slow"}
 ALWAYS = -1
+RETENTION_SECONDS = 7 * 24 * 3600  # the provider keeps predictions and outputs 7 days
+BALANCE_ROUTES = ("balance", "account/balance")  # both documented; a test may remove one
+# Price of one Hunyuan3D v2.1 prediction: not published (third parties say $0.30-0.40); assumed.
+DEFAULT_PRICE = 0.35
 
 
 def _count(spec: Mapping[str, Any], default: int) -> int:
@@ -29,6 +40,18 @@ def _seconds(value: Any, name: str, *, optional: bool = False) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _probability(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"probability must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def _money(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"{name} must be a number (USD), got {value!r}")
     return float(value)
 
 
@@ -54,10 +77,12 @@ class FaultRule:
     retry_after: float | None = 1.0  # 429 (and 503 when given); None sends no Retry-After
     delay: float = 1.0  # slow only
     explicit_retry_after: bool = False  # the rule named retry_after itself
+    probability: float = 1.0  # the fraction of matching requests it fires on
 
     @classmethod
     def from_json(cls, spec: Mapping[str, Any]) -> FaultRule:
-        unknown = set(spec) - {"endpoint", "kind", "count", "match", "retry_after", "delay"}
+        allowed = {"endpoint", "kind", "count", "match", "retry_after", "delay", "probability"}
+        unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown rule field(s): {sorted(unknown)}")
         endpoint = spec.get("endpoint", "any")
@@ -74,6 +99,7 @@ class FaultRule:
             retry_after=_seconds(spec.get("retry_after", 1.0), "retry_after", optional=True),
             delay=_seconds(spec.get("delay", 1.0), "delay") or 0.0,
             explicit_retry_after="retry_after" in spec,
+            probability=_probability(spec.get("probability", 1.0)),
         )
 
     def applies_to(self, endpoint: str, subject: str) -> bool:
@@ -126,6 +152,10 @@ class FaultConfig:
     # completed predictions whose GLB is broken: `error` selects how ("garbage": not a GLB,
     # "untextured": a valid GLB without any material), so mesh checks can be seen failing.
     corrupt_output: TaskSelector | None = None
+    retention: float = RETENTION_SECONDS  # older predictions are gone: not listed, not found
+    balance: float = 100.0  # the account's credit (USD) before this emulator's predictions
+    price: float = DEFAULT_PRICE  # charged when a prediction completes (failed ones are free)
+    balance_routes: list[str] = field(default_factory=lambda: list(BALANCE_ROUTES))
 
     def merge(self, body: Mapping[str, Any]) -> None:
         """Validate all of `body` first, then apply it, so a bad request changes nothing."""
@@ -140,6 +170,10 @@ class FaultConfig:
             "fail_tasks",
             "nsfw",
             "corrupt_output",
+            "retention",
+            "balance",
+            "price",
+            "balance_routes",
         }
         if unknown:
             raise ValueError(f"unknown fault setting(s): {sorted(unknown)}")
@@ -149,6 +183,16 @@ class FaultConfig:
                 updates[name] = _seconds(body[name], name)
         if "output_ttl" in body:
             updates["output_ttl"] = _seconds(body["output_ttl"], "output_ttl", optional=True)
+        if "retention" in body:
+            updates["retention"] = _seconds(body["retention"], "retention")
+        for name in ("balance", "price"):
+            if name in body:
+                updates[name] = _money(body[name], name)
+        if "balance_routes" in body:
+            routes = body["balance_routes"]
+            if not isinstance(routes, list) or not set(routes) <= set(BALANCE_ROUTES):
+                raise ValueError(f"balance_routes must be a list drawn from {list(BALANCE_ROUTES)}")
+            updates["balance_routes"] = list(routes)
         if "hold" in body:
             if not isinstance(body["hold"], bool):
                 raise ValueError(f"hold must be true or false, got {body['hold']!r}")
@@ -171,10 +215,12 @@ class FaultConfig:
             setattr(self, name, value)
         self.rules.extend(new_rules)
 
-    def take_rule(self, endpoint: str, subject: str) -> FaultRule | None:
-        """The first live rule for this request, with one use consumed."""
+    def take_rule(self, endpoint: str, subject: str, rand: Callable[[], float]) -> FaultRule | None:
+        """The first live rule for this request that fires, with one use consumed."""
         for rule in self.rules:
             if rule.applies_to(endpoint, subject):
+                if rule.probability < 1 and rand() >= rule.probability:
+                    continue  # not this time; a later rule may still apply
                 if rule.remaining > 0:
                     rule.remaining -= 1
                 return rule

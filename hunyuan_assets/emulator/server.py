@@ -1,9 +1,13 @@
 """A local WaveSpeed v3 API: same paths, status codes and envelope as the real one.
 
 Predictions live in memory and move created -> processing -> completed/failed over `latency`
-seconds; the GLB is made in a background thread from the fetched input image. Faults (see
-`faults.py`) are injected per request before the real handler runs, so a client sees exactly
-what a flaky network or an overloaded provider would show it.
+seconds; the GLB is made in a background thread from the fetched input image. They are listed
+(`POST /api/v3/predictions`) and found for `retention` seconds (7 days by default, measured on
+the emulator's wall clock, which a test may replace). Each completed prediction costs `price`
+from the account's `balance` (`GET /api/v3/balance`, `GET /api/v3/account/balance`). Faults
+(see `faults.py`) are injected per request before the real handler runs, so a client sees
+exactly what a flaky network or an overloaded provider would show it; `EmulatorServer.restart()`
+is a crash and restart: connections cut, predictions forgotten, same port.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 
-from hunyuan_assets.emulator.faults import ERROR_KINDS, FaultConfig, FaultRule
+from hunyuan_assets.emulator.faults import BALANCE_ROUTES, ERROR_KINDS, FaultConfig, FaultRule
 
 log = logging.getLogger("hunyuan_assets.emulator")
 
@@ -38,6 +42,13 @@ SYNC_MODE_TIMEOUT = 60.0  # assumed: how long `enable_sync_mode` holds the submi
 _FETCH_TIMEOUT = 30.0
 _GLB_CACHE_SIZE = 32
 _STATUSES = ("created", "processing", "completed", "failed")
+_LIST_STATUSES = ("completed", "failed", "processing")  # the documented list filters
+_MAX_PAGE_SIZE = 100
+WallClock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _make_glb(image_bytes: bytes, seed: int) -> bytes:
@@ -134,6 +145,7 @@ class _Prediction:
     output_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     inference_ms: int = 0
     completed: float | None = None  # time.monotonic() when terminal; output URLs expire from here
+    sequence: int = 0  # creation order, to list same-millisecond predictions newest first
 
 
 @dataclass
@@ -146,11 +158,13 @@ class _Media:
 class _Emulator:
     """All state, behind one condition variable (it is also the lock)."""
 
-    def __init__(self, config: Mapping[str, Any], seed: int) -> None:
+    def __init__(self, config: Mapping[str, Any], seed: int, wall: WallClock = _utc_now) -> None:
         self._initial = dict(config)
         self.seed = seed
+        self.wall = wall
         self._cond = threading.Condition()
         self._rng = random.Random(seed)
+        self._fault_rng = random.Random(f"faults:{seed}")  # its own stream: jitter draws differ
         self._stopping = False
         self.config = FaultConfig()
         self.config.merge(self._initial)
@@ -158,17 +172,39 @@ class _Emulator:
         self._media: dict[str, _Media] = {}
         self._glb_cache: dict[bytes, bytes] = {}
         self._counters = self._zero_counters()
+        self._sequence = 0
 
     @staticmethod
     def _zero_counters() -> dict[str, Any]:
         return {
             "submissions": 0,
             "result_requests": 0,
+            "list_requests": 0,
+            "balance_requests": 0,
             "uploads": 0,
             "output_downloads": 0,
             "faults_injected": 0,
+            "spent": 0.0,
+            "restarts": 0,
             "requests": {},
         }
+
+    def successor(self) -> _Emulator:
+        """The emulator after a crash and restart: predictions (and their tasks) are gone.
+
+        What lives outside the process in reality survives: uploaded media (object storage),
+        the account (balance, spending), the fault settings and the counters, which belong to
+        whoever runs the test.
+        """
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            after = _Emulator(self._initial, self.seed, self.wall)
+            after._rng, after._fault_rng = self._rng, self._fault_rng
+            after.config, after._media, after._glb_cache = self.config, self._media, self._glb_cache
+            after._counters = self._counters
+            after._counters["restarts"] += 1
+            return after
 
     # -- control ---------------------------------------------------------------------------
     def configure(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,11 +218,13 @@ class _Emulator:
             return self.config.to_json()
 
     def reset(self) -> None:
-        """Faults and counters back to the start; predictions and media are kept."""
+        """Faults, counters (so the balance too) and the fault generator back to the start;
+        predictions and media are kept."""
         with self._cond:
             self.config = FaultConfig()
             self.config.merge(self._initial)
             self._counters = self._zero_counters()
+            self._fault_rng = random.Random(f"faults:{self.seed}")
             self._cond.notify_all()
 
     def stats(self) -> dict[str, Any]:
@@ -197,7 +235,9 @@ class _Emulator:
             for p in self._predictions.values():
                 by_status[p.status] = by_status.get(p.status, 0) + 1
             stats = dict(self._counters, requests=dict(self._counters["requests"]))
+            stats["spent"] = round(stats["spent"], 6)
             stats["predictions"] = by_status
+            stats["balance"] = self._balance()
             return stats
 
     def stop(self) -> None:
@@ -216,7 +256,7 @@ class _Emulator:
 
     def take_rule(self, endpoint: str, subject: str) -> FaultRule | None:
         with self._cond:
-            rule = self.config.take_rule(endpoint, subject)
+            rule = self.config.take_rule(endpoint, subject, self._fault_rng.random)
             if rule is not None:
                 self._counters["faults_injected"] += 1
             return rule
@@ -237,13 +277,15 @@ class _Emulator:
                 model=model,
                 image=image,
                 duration=max(0.0, latency + self._rng.uniform(-jitter, jitter)),
-                created_at=datetime.now(UTC),
+                created_at=self.wall(),
                 submitted=time.monotonic(),
                 fail_error=fail_error,
                 nsfw=fail_error is None and nsfw is not None and nsfw.take(image),
                 corrupt=_corruption(self.config.corrupt_output, image, fail_error),
                 webhook=webhook,
+                sequence=self._sequence,
             )
+            self._sequence += 1
             self._predictions[prediction.id] = prediction
             self._counters["submissions"] += 1
             data = self._render(prediction, base)
@@ -253,21 +295,56 @@ class _Emulator:
         return prediction, data
 
     def get(self, prediction_id: str) -> _Prediction | None:
+        """The prediction, unless unknown or past the retention."""
         with self._cond:
-            return self._predictions.get(prediction_id)
+            p = self._predictions.get(prediction_id)
+            return p if p is not None and self._retained(p, self.wall()) else None
+
+    def _retained(self, p: _Prediction, now: datetime) -> bool:
+        return (now - p.created_at).total_seconds() <= self.config.retention
+
+    def list_predictions(
+        self, *, page: int, page_size: int, filters: Mapping[str, Any], base: str
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the retained predictions matching `filters`, newest first, and the total."""
+        with self._cond:
+            now = self.wall()
+            matching = [p for p in self._predictions.values() if self._listed(p, filters, now)]
+            matching.sort(key=lambda p: (p.created_at, p.sequence), reverse=True)
+            chosen = matching[(page - 1) * page_size : page * page_size]
+            return [self._render(p, base, listed=True) for p in chosen], len(matching)
+
+    def _listed(self, p: _Prediction, filters: Mapping[str, Any], now: datetime) -> bool:
+        after, before = filters.get("created_after"), filters.get("created_before")
+        return (
+            self._retained(p, now)
+            and filters.get("model") in (None, p.model)
+            and filters.get("status") in (None, p.status)
+            and (after is None or p.created_at >= after)  # both bounds inclusive, as documented
+            and (before is None or p.created_at <= before)
+        )
+
+    def _balance(self) -> float:
+        return round(self.config.balance - self._counters["spent"], 6)
+
+    def balance(self) -> float:
+        with self._cond:
+            return self._balance()
 
     def render(self, prediction: _Prediction, base: str) -> dict[str, Any]:
         with self._cond:
             return self._render(prediction, base)
 
     @staticmethod
-    def _render(p: _Prediction, base: str) -> dict[str, Any]:
+    def _render(p: _Prediction, base: str, *, listed: bool = False) -> dict[str, Any]:
+        """The API's prediction object. Never the input: the list leaves it out, and so does
+        the result endpoint of this model."""
         outputs = (
             [f"{base}/_emulator/outputs/{p.id}/{p.output_token}/mesh.glb"]
             if p.status == "completed"
             else []
         )
-        return {
+        rendered: dict[str, Any] = {
             "id": p.id,
             "model": p.model,
             "outputs": outputs,
@@ -278,6 +355,10 @@ class _Emulator:
             "error": p.error,
             "timings": {"inference": p.inference_ms},
         }
+        if listed and p.completed is not None:
+            # The docs show it on some list items: wall time of the task, in milliseconds.
+            rendered["executionTime"] = round((p.completed - p.submitted) * 1000)
+        return rendered
 
     def wait_terminal(self, prediction: _Prediction, timeout: float) -> bool:
         with self._cond:
@@ -319,6 +400,8 @@ class _Emulator:
             p.status, p.error, p.glb = ("failed", error, None) if error else ("completed", "", glb)
             p.inference_ms = round((now - started) * 1000)
             p.completed = now
+            if p.status == "completed":
+                self._counters["spent"] += self.config.price
             self._cond.notify_all()
 
     def _generate(self, url: str) -> bytes:
@@ -383,6 +466,8 @@ class _Emulator:
             p = self._predictions.get(prediction_id)
             if p is None or p.output_token != token or p.glb is None or p.completed is None:
                 return "missing"
+            if not self._retained(p, self.wall()):
+                return "missing"  # past the retention, an output URL no longer resolves
             ttl = self.config.output_ttl  # the current setting, so a test can expire old outputs
             if ttl is not None and time.monotonic() - p.completed > ttl:
                 return "expired"
@@ -396,6 +481,31 @@ class _HTTPServer(ThreadingHTTPServer):
     # socketserver's default backlog of 5 resets connections in bursts of concurrent clients.
     request_queue_size = 128
     emulator: _Emulator
+
+    def server_activate(self) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        """Close every open connection, keep-alive ones too, as a dying process would."""
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _HTTPServerV6(_HTTPServer):
@@ -463,7 +573,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._drop()
             elif rule is not None and kind in ERROR_KINDS:
                 self._send(_fault_response(rule))
-            elif endpoint in ("submit", "result", "upload") and not self._authorized():
+            elif endpoint in ("submit", "result", "list", "balance", "upload") and not (
+                self._authorized()
+            ):
                 self._send(_unauthorized())
             else:
                 response = handler(self, params, body)
@@ -473,8 +585,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if rule is not None and kind == "slow":
                     time.sleep(rule.delay)
                 self._send(response)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            self.close_connection = True  # the client went away, or a restart cut it off
         except Exception:
             log.exception("emulator error on %s %s", self.command, path)
             self._send(_error(500, 5000, "internal error in the emulator"))
@@ -539,7 +651,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return "upload", _Handler._upload_binary, {}
             if m := re.fullmatch(r"predictions/([^/]+)/result", rest):
                 return ("result", _Handler._result, {"id": m[1]}) if method == "GET" else None
-            if method == "POST" and rest and not rest.startswith(("predictions", "media/")):
+            if method == "POST" and rest == "predictions":
+                return "list", _Handler._list, {}
+            if method == "GET" and rest in BALANCE_ROUTES:
+                return "balance", _Handler._balance, {"route": rest}
+            if (
+                method == "POST"
+                and rest
+                and not rest.startswith(("predictions", "media/", "account"))
+            ):
                 return "submit", _Handler._submit, {"model": rest}
             return None
         if method == "PUT" and (m := re.fullmatch(r"/_emulator/uploads/([^/]+)/([^/]+)", path)):
@@ -590,6 +710,60 @@ class _Handler(BaseHTTPRequestHandler):
         if prediction is None:
             return _error(404, 404, f"prediction {params['id']} not found")
         return _ok(self.emulator.render(prediction, self.base))
+
+    def _list(self, params: dict[str, str], body: bytes) -> _Response:
+        """`POST /api/v3/predictions`: validated as documented, newest first, no inputs."""
+        self.emulator.count("list_requests")
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, 1400, "request body must be a JSON object")
+        if not isinstance(payload, dict):
+            return _error(400, 1400, "request body must be a JSON object")
+        for name in ("page", "page_size"):
+            if name not in payload:
+                return _error(400, 1400, f"missing required parameter: {name}")
+        page, size = payload["page"], payload["page_size"]
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            return _error(400, 1401, "invalid parameter: page must be an integer >= 1")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= _MAX_PAGE_SIZE:
+            return _error(
+                400,
+                1401,
+                f"invalid parameter: page_size must be an integer from 1 to {_MAX_PAGE_SIZE}",
+            )
+        filters: dict[str, Any] = {}
+        model, status = payload.get("model"), payload.get("status")
+        if model is not None and (not isinstance(model, str) or not model.strip("/")):
+            return _error(400, 1401, "invalid parameter: model must be a model path")
+        if model is not None:
+            filters["model"] = model.strip("/")
+        if status is not None and status not in _LIST_STATUSES:
+            return _error(
+                400, 1401, f"invalid parameter: status must be one of {list(_LIST_STATUSES)}"
+            )
+        filters["status"] = status
+        for name in ("created_after", "created_before"):
+            value = payload.get(name)
+            if value is None:
+                continue
+            moment = _parse_iso8601(value)
+            if moment is None:
+                return _error(400, 1401, f"invalid parameter: {name} must be an ISO 8601 time")
+            filters[name] = moment
+        items, total = self.emulator.list_predictions(
+            page=page, page_size=size, filters=filters, base=self.base
+        )
+        return _ok({"page": page, "total": total, "items": items})
+
+    def _balance(self, params: dict[str, str], body: bytes) -> _Response:
+        if params["route"] not in self.emulator.config_json()["balance_routes"]:
+            return _error(404, 404, f"no such endpoint: GET /api/v3/{params['route']}")
+        self.emulator.count("balance_requests")
+        amount = self.emulator.balance()
+        if params["route"] == "balance":
+            return _ok({"balance": amount})  # this docs page shows no currency
+        return _ok({"balance": amount, "currency": "USD"})
 
     def _upload_ticket(self, params: dict[str, str], body: bytes) -> _Response:
         payload = _json_body(body)
@@ -688,6 +862,17 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, 400, f"invalid faults: {exc}")
 
 
+def _parse_iso8601(value: Any) -> datetime | None:
+    """An ISO 8601 time (a trailing Z, an offset, or none: then UTC, assumed) or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _json_body(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
@@ -730,10 +915,25 @@ class EmulatorServer:
         jitter: float = 0.0,
         output_ttl: float | None = None,
         seed: int = 0,
+        balance: float = 100.0,
+        price: float | None = None,
+        retention: float | None = None,
+        clock: WallClock | None = None,
     ) -> None:
+        """`clock` is the wall clock for `created_at` and the retention (a test may move it);
+        `balance` (USD) and `price` (per completed prediction) model the account."""
         self._address = (host, port)
-        config = {"latency": latency, "jitter": jitter, "output_ttl": output_ttl}
-        self._emulator = _Emulator(config, seed)
+        config: dict[str, Any] = {
+            "latency": latency,
+            "jitter": jitter,
+            "output_ttl": output_ttl,
+            "balance": balance,
+        }
+        if price is not None:
+            config["price"] = price
+        if retention is not None:
+            config["retention"] = retention
+        self._emulator = _Emulator(config, seed, clock or _utc_now)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -753,11 +953,28 @@ class EmulatorServer:
         if self._httpd is None:
             return
         self._emulator.stop()
+        self._close_http()
+
+    def _close_http(self) -> None:
+        assert self._httpd is not None
         self._httpd.shutdown()
+        self._httpd.cut_connections()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._httpd, self._thread = None, None
+
+    def restart(self) -> Self:
+        """Crash and come back on the same port: every open connection is cut (a request in
+        flight gets no answer), predictions are forgotten (their ids answer 404), running
+        tasks never finish. Uploaded media, the account, faults and counters stay."""
+        if self._httpd is None:
+            raise RuntimeError("the emulator is not running: call start() first")
+        port = self._httpd.server_port
+        self._close_http()
+        self._emulator = self._emulator.successor()
+        self._address = (self._address[0], port)
+        return self.start()
 
     @property
     def base_url(self) -> str:
