@@ -33,7 +33,9 @@ from hunyuan_assets.client import (
     ApiConnectionError,
     AsyncHunyuan3DClient,
     AuthenticationError,
+    Balance,
     ClientSettings,
+    CompletionForecast,
     GenerationResult,
     HttpRetryPolicy,
     Hunyuan3DClient,
@@ -832,3 +834,183 @@ def test_async_download_limit_leaves_no_file(scripted, api_key: str, tmp_path: P
 
     asyncio.run(scenario())
     assert not dest.exists() and not dest.with_name("big.glb.part").exists()
+
+
+# --------------------------------------------------------------------------- list and balance
+
+
+def test_list_and_iterate_predictions_with_filters(client, emulator) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    made = [client.submit(f"http://127.0.0.1:9/{i}.png").id for i in range(5)]
+    page = client.list_predictions(page=1, page_size=2, model=DEFAULT_MODEL)
+    assert [p.id for p in page.items] == made[::-1][:2]  # newest first
+    assert (page.page, page.page_size, page.total, page.has_next) == (1, 2, 5, True)
+    assert all(isinstance(p, Prediction) and "image" not in p.raw for p in page.items)
+    last = client.list_predictions(page=3, page_size=2)
+    assert [p.id for p in last.items] == made[:1] and not last.has_next
+    walked = list(client.iter_predictions(page_size=2, created_after=before))
+    assert [p.id for p in walked] == made[::-1]
+    assert requests_to(emulator, "list") == 2 + 3  # 3 pages of 2 for 5 items
+    assert list(client.iter_predictions(created_after=datetime.now(UTC) + timedelta(hours=1))) == []
+    assert list(client.iter_predictions(model="wavespeed-ai/hunyuan3d/v2.0")) == []
+
+
+def test_list_refuses_bad_input_before_sending(client, emulator) -> None:
+    for bad in (
+        {"page": 0},
+        {"page_size": 101},
+        {"page_size": True},
+        {"status": "done"},
+        {"created_after": datetime(2026, 1, 1)},  # naive: which zone?
+        {"created_before": "last tuesday"},
+        {"model": "predictions/x"},
+    ):
+        with pytest.raises(ValueError):
+            client.list_predictions(**bad)
+        with pytest.raises(ValueError):
+            client.iter_predictions(
+                **{k: v for k, v in bad.items() if k != "page"} or {"page_size": 0}
+            )
+    assert requests_to(emulator, "list") == 0
+
+
+def test_the_list_post_is_retried_like_a_get(client, emulator) -> None:
+    emulator.configure(
+        rules=[
+            {"endpoint": "list", "kind": "503", "count": 1},
+            {"endpoint": "list", "kind": "drop", "count": 1},
+        ]
+    )
+    assert client.list_predictions().total == 0
+    assert requests_to(emulator, "list") == 3
+
+
+def test_the_list_tells_a_dropped_submit_from_a_lost_answer(client, emulator, image_url) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    outcomes = {}
+    for kind in ("drop", "drop_after_accept"):
+        emulator.configure(rules=[{"endpoint": "submit", "kind": kind, "match": kind}])
+        with pytest.raises(SubmissionUncertainError):
+            client.submit(f"{image_url}?{kind}")
+        outcomes[kind] = list(client.iter_predictions(created_after=before))
+    assert outcomes["drop"] == []  # never processed
+    assert len(outcomes["drop_after_accept"]) == 1  # it exists: do not submit it again
+
+
+def test_balance_from_either_route_falls_back_on_404_and_remembers(emulator, api_key) -> None:
+    with Hunyuan3DClient(settings_for(emulator.base_url, api_key)) as client:
+        assert client.get_balance() == Balance(100.0, "USD")  # `data.balance` only: USD
+        emulator.configure(balance_routes=["account/balance"])
+        assert client.get_balance() == Balance(100.0, "USD")
+        assert client.get_balance().amount == 100.0
+        assert requests_to(emulator, "balance") == 1 + 2 + 1  # the 404 is paid once
+        emulator.configure(balance_routes=[])
+        with pytest.raises(InvalidInputError, match="both answered HTTP 404") as caught:
+            client.get_balance()
+        assert caught.value.status_code == 404 and not caught.value.transient
+
+
+def test_balance_decreases_as_predictions_complete(client, emulator, image_url) -> None:
+    emulator.configure(price=0.4)
+    start = client.get_balance().amount
+    client.wait(client.submit(image_url))
+    assert start - client.get_balance().amount == pytest.approx(0.4)
+
+
+# --------------------------------------------------------------------------- learned polling
+
+
+def test_wait_with_a_forecast_returns_an_honest_observation(emulator, api_key, image_path):
+    poll = PollPolicy(
+        initial_interval=0.05, max_interval=0.2, multiplier=2.0, deadline=20.0, burst_interval=0.01
+    )
+    with Hunyuan3DClient(settings_for(emulator.base_url, api_key, poll=poll)) as client:
+        url = client.upload(image_path)
+        client.wait(client.submit(url))  # make the mesh once (cached), so timings are the latency
+        polls_before = requests_to(emulator, "result")
+        started = time.monotonic()  # before our submit: our clock's zero is later than this
+        done = client.wait(client.submit(url), forecast=CompletionForecast.around(0.3))
+    seen = done.observation
+    assert seen is not None and seen.prediction_id == done.id and seen.status == "completed"
+    assert seen.model == DEFAULT_MODEL and seen.inference_s == done.inference_ms / 1000
+    timeline = emulator.timeline(done.id)
+    assert timeline is not None and timeline[1] is not None
+    created, completed = timeline
+    # The true end, in seconds since our submit, is in [completed - created, completed - started];
+    # the observation must contain it (10 ms of slack for our wall clock -> monotonic offset).
+    assert seen.not_done_s <= completed - started + 0.01
+    assert seen.earliest_s <= completed - started + 0.01
+    assert seen.done_s >= completed - created - 0.01
+    assert done.polls == requests_to(emulator, "result") - polls_before
+
+
+def test_async_wait_with_a_forecast_observes_too(emulator, api_key, image_path) -> None:
+    async def scenario() -> Prediction:
+        async with AsyncHunyuan3DClient(settings_for(emulator.base_url, api_key)) as client:
+            url = await client.upload(image_path)
+            return await client.wait(
+                await client.submit(url), forecast=CompletionForecast.around(1)
+            )
+
+    done = asyncio.run(scenario())
+    assert done.succeeded and done.observation is not None
+    assert done.observation.not_done_s < done.observation.done_s
+    assert done.polls == requests_to(emulator, "result")
+
+
+def test_async_list_iterate_and_balance(emulator, api_key) -> None:
+    async def scenario() -> tuple[list[str], list[str], Balance]:
+        async with AsyncHunyuan3DClient(settings_for(emulator.base_url, api_key)) as client:
+            made = [(await client.submit(f"http://127.0.0.1:9/{i}.png")).id for i in range(3)]
+            emulator.configure(balance_routes=["account/balance"])
+            walked = [p.id async for p in client.iter_predictions(page_size=2)]
+            return made, walked, await client.get_balance()
+
+    made, walked, balance = asyncio.run(scenario())
+    assert walked == made[::-1] and balance == Balance(100.0, "USD")
+    assert requests_to(emulator, "list") == 2 and requests_to(emulator, "balance") == 2
+
+
+# --------------------------------------------------------------------------- timeouts, URLs
+
+
+def test_a_result_read_timeout_is_retried_then_reported(emulator, api_key, image_path) -> None:
+    timeouts = Timeouts(connect=2.0, read=0.2)
+    retry = HttpRetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.1, jitter=0.0)
+    with Hunyuan3DClient(
+        settings_for(emulator.base_url, api_key, timeouts=timeouts, retry=retry)
+    ) as client:
+        prediction = client.submit("http://127.0.0.1:9/x.png")
+        emulator.configure(rules=[{"endpoint": "result", "kind": "slow", "delay": 0.6}])
+        assert client.get(prediction.id).id == prediction.id  # one timeout, then an answer
+        emulator.configure(rules=[{"endpoint": "result", "kind": "slow", "delay": 0.6, "count": 2}])
+        with pytest.raises(ApiConnectionError) as caught:
+            client.get(prediction.id)
+    assert "ReadTimeout" in str(caught.value) and caught.value.transient
+    assert caught.value.attempts == 2 and requests_to(emulator, "result") == 4
+
+
+def test_outputs_are_fetched_only_over_http_s(scripted, api_key, tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for download")
+    scripted.script["/to-file.glb"] = [Reply(302, headers={"Location": secret.as_uri()})]
+    scripted.script["/to-ftp.glb"] = [Reply(302, headers={"Location": "ftp://127.0.0.1/m.glb"})]
+    dest = tmp_path / "out" / "m.glb"
+    with Hunyuan3DClient(settings_for(scripted.base_url, api_key)) as client:
+        for url in (secret.as_uri(), "ftp://127.0.0.1/m.glb", "data:,glTF", "m.glb"):
+            with pytest.raises(OutputDownloadError, match="only http") as refused:
+                client.download(url, dest)
+            assert not refused.value.transient and refused.value.attempts == 1
+        for path in ("/to-file.glb", "/to-ftp.glb"):
+            with pytest.raises(OutputDownloadError, match="not http") as redirected:
+                client.download(f"{scripted.base_url}{path}", dest)
+            assert not redirected.value.transient and scripted.hits[path] == 1  # not retried
+    assert not dest.exists() and not dest.with_name("m.glb.part").exists()
+
+    async def scenario() -> OutputDownloadError:
+        async with AsyncHunyuan3DClient(settings_for(scripted.base_url, api_key)) as client:
+            with pytest.raises(OutputDownloadError, match="not http") as caught:
+                await client.download(f"{scripted.base_url}/to-file.glb", dest)
+            return caught.value
+
+    assert not asyncio.run(scenario()).transient and scripted.hits["/to-file.glb"] == 2

@@ -441,3 +441,249 @@ def test_official_sdk_uploads_runs_and_gets_outputs(emulator, tmp_path, capsys):
     )
     assert outcome["status"] == "failed" and "could not fetch input image" in outcome["error"]
     assert client.get_result(outcome["task_id"])["data"]["status"] == "failed"
+
+
+# -- predictions list, retention, balance ------------------------------------------------------
+class WallClock:
+    """A wall clock moved by hand, for `created_at` and the retention."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(**delta)
+
+
+def list_page(api: httpx.Client, **body: Any) -> dict:
+    response = api.post("/api/v3/predictions", json={"page": 1, "page_size": 100} | body)
+    assert response.status_code == 200, response.text
+    assert response.json()["code"] == 200
+    return response.json()["data"]
+
+
+@pytest.fixture
+def clocked() -> Iterator[tuple[EmulatorServer, WallClock, httpx.Client]]:
+    clock = WallClock()
+    with EmulatorServer(latency=0.0, clock=clock, balance=10.0, price=0.5) as server:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=10) as api:
+            yield server, clock, api
+
+
+def test_list_is_newest_first_paged_and_never_shows_the_input(emulator, api):
+    images = [f"http://127.0.0.1:9/{name}.png" for name in ("first", "second", "third")]
+    ids = [submit(api, url)["id"] for url in images]
+    first = list_page(api, page=1, page_size=2)
+    second = list_page(api, page=2, page_size=2)
+    beyond = list_page(api, page=3, page_size=2)
+    assert (first["page"], first["total"], second["page"], second["total"]) == (1, 3, 2, 3)
+    assert [i["id"] for i in first["items"] + second["items"]] == ids[::-1]
+    assert beyond["items"] == [] and beyond["total"] == 3
+    for item in first["items"] + second["items"]:
+        assert {"id", "model", "outputs", "urls", "has_nsfw_contents", "status", "created_at"} <= (
+            set(item)
+        )
+        assert {"error", "timings"} <= set(item) and item["urls"]["get"].endswith("/result")
+        assert "image" not in item and "input" not in item
+        assert not any(url in json_text(item) for url in images)
+    assert emulator.stats()["list_requests"] == 3
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_list_validates_its_body_as_documented(api):
+    url = "/api/v3/predictions"
+    cases = [
+        (api.post(url, json={"page_size": 10}), 1400),
+        (api.post(url, json={"page": 1}), 1400),
+        (api.post(url, content=b"not json"), 1400),
+        (api.post(url, json=[1]), 1400),
+        (api.post(url, json={"page": 0, "page_size": 10}), 1401),
+        (api.post(url, json={"page": 1, "page_size": 0}), 1401),
+        (api.post(url, json={"page": 1, "page_size": 101}), 1401),
+        (api.post(url, json={"page": 1, "page_size": "10"}), 1401),
+        (api.post(url, json={"page": True, "page_size": 10}), 1401),
+        (api.post(url, json={"page": 1, "page_size": 10, "status": "done"}), 1401),
+        (api.post(url, json={"page": 1, "page_size": 10, "model": 7}), 1401),
+        (api.post(url, json={"page": 1, "page_size": 10, "created_after": "yesterday"}), 1401),
+        (api.post(url, json={"page": 1, "page_size": 10, "created_before": 1700000000}), 1401),
+    ]
+    for response, code in cases:
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == code and response.json()["message"]
+    assert list_page(api, page_size=1)["items"] == []  # 1 and 100 are both allowed
+    assert httpx.post(f"{api.base_url}{url}", json={"page": 1, "page_size": 1}).status_code == 401
+
+
+def test_list_filters_by_model_status_and_inclusive_times(clocked):
+    server, clock, api = clocked
+    t0 = clock.now
+    a = submit(api, "http://127.0.0.1:9/a.png")["id"]
+    clock.advance(minutes=1)
+    other = api.post("/api/v3/wavespeed-ai/hunyuan3d/v2.0", json={"image": "http://127.0.0.1:9/b"})
+    b = other.json()["data"]["id"]
+    clock.advance(minutes=1)
+    c = submit(api, upload(api, png_bytes()))["id"]
+    for pid in (a, b):
+        wait_status(api, pid, "failed")
+    wait_status(api, c, "completed")
+
+    def ids(**body: Any) -> list[str]:
+        return [i["id"] for i in list_page(api, **body)["items"]]
+
+    at_b = (t0.replace(minute=1)).isoformat().replace("+00:00", "Z")
+    assert ids(created_after=at_b) == [c, b]  # "at or after"
+    assert ids(created_before=at_b) == [b, a]
+    assert ids(created_after=at_b, created_before=at_b) == [b]
+    assert ids(created_after=t0.replace(minute=1).isoformat()) == [c, b]  # +00:00 form too
+    assert ids(model="wavespeed-ai/hunyuan3d/v2.0") == [b]
+    assert ids(status="failed") == [b, a] and ids(status="completed") == [c]
+    assert ids(status="processing") == []
+    completed = list_page(api, status="completed")["items"][0]
+    assert completed["outputs"] and isinstance(completed["executionTime"], int)
+
+
+def test_retention_hides_old_predictions_everywhere(clocked):
+    server, clock, api = clocked
+    old = wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+    clock.advance(days=3)
+    recent = submit(api, "http://127.0.0.1:9/recent.png")["id"]
+    clock.advance(days=4, seconds=1)  # `old` is now 7 days and 1 s old
+    assert [i["id"] for i in list_page(api)["items"]] == [recent]
+    assert api.get(f"/api/v3/predictions/{old['id']}/result").status_code == 404
+    assert httpx.get(old["outputs"][0]).status_code == 404  # an expired output no longer resolves
+    server.configure(retention=3 * 86400)  # the setting a test can see: 3 days
+    assert list_page(api)["items"] == []
+    server.configure(retention=30 * 86400)
+    assert len(list_page(api)["items"]) == 2  # hidden, not deleted: as long as we keep them
+
+
+def test_balance_on_both_routes_decreases_per_completed_prediction(clocked):
+    server, _, api = clocked
+    assert api.get("/api/v3/balance").json()["data"] == {"balance": 10.0}
+    account = api.get("/api/v3/account/balance").json()
+    assert account["code"] == 200 and account["data"] == {"balance": 10.0, "currency": "USD"}
+    done = submit(api, upload(api, png_bytes()))["id"]
+    failed = submit(api, "http://127.0.0.1:9/missing.png")["id"]
+    wait_status(api, done, "completed")
+    wait_status(api, failed, "failed")
+    assert api.get("/api/v3/balance").json()["data"]["balance"] == 9.5  # failed ones are free
+    stats = server.stats()
+    assert (stats["balance"], stats["spent"], stats["balance_requests"]) == (9.5, 0.5, 3)
+
+    server.configure(balance_routes=["account/balance"], price=2.0)
+    assert api.get("/api/v3/balance").status_code == 404
+    assert api.get("/api/v3/account/balance").json()["data"]["balance"] == 9.5
+    assert httpx.get(f"{server.base_url}/api/v3/account/balance").status_code == 401
+    with pytest.raises(ValueError):
+        server.configure(balance_routes=["wallet"])
+
+
+# -- probability faults, read timeouts, dropped connections ------------------------------------
+def result_codes(server: EmulatorServer, n: int = 40) -> list[int]:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.base_url, headers=headers) as api:
+        return [api.get("/api/v3/predictions/nope/result").status_code for _ in range(n)]
+
+
+def test_probability_faults_are_seeded_so_a_run_repeats():
+    rule = {"endpoint": "any", "kind": "500", "probability": 0.3, "count": -1}
+    runs = []
+    for seed in (11, 11, 12):
+        with EmulatorServer(latency=0, seed=seed) as server:
+            server.configure(rules=[rule])
+            codes = result_codes(server)
+            server.reset()
+            server.configure(rules=[rule])
+            assert result_codes(server) == codes  # reset re-seeds: the same run again
+            runs.append(codes)
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert set(runs[0]) == {404, 500} and 0 < runs[0].count(500) < 40
+    with EmulatorServer(latency=0) as server:
+        for bad in (1.5, -0.1, "often", True):
+            with pytest.raises(ValueError):
+                server.configure(rules=[{"kind": "drop", "probability": bad}])
+
+
+def test_drop_and_drop_after_accept_differ_in_what_the_list_shows(emulator, api):
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop"}])
+    with pytest.raises(DROPPED):
+        api.post(f"/api/v3/{MODEL}", json={"image": "http://127.0.0.1:9/never.png"})
+    assert list_page(api)["total"] == 0  # never processed: nothing exists
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop_after_accept"}])
+    with pytest.raises(DROPPED):
+        api.post(f"/api/v3/{MODEL}", json={"image": "http://127.0.0.1:9/lost.png"})
+    assert list_page(api)["total"] == 1  # processed, the answer lost: it exists (and may bill)
+
+
+def test_slow_longer_than_the_read_timeout_is_a_read_timeout(emulator, api):
+    emulator.configure(rules=[{"endpoint": "result", "kind": "slow", "delay": 1.0}])
+    with pytest.raises(httpx.ReadTimeout):
+        api.get("/api/v3/predictions/abc/result", timeout=httpx.Timeout(5.0, read=0.2))
+    assert emulator.stats()["faults_injected"] == 1
+
+
+# -- restart -------------------------------------------------------------------------------------
+def test_restart_forgets_predictions_on_the_same_port_and_cuts_connections(emulator, api):
+    media_url = upload(api, png_bytes())
+    emulator.configure(hold=True)
+    prediction = submit(api, media_url)
+    wait_status(api, prediction["id"], "processing")
+    emulator.configure(rules=[{"endpoint": "result", "kind": "slow", "delay": 30.0}])
+    base = emulator.base_url
+    in_flight: list[BaseException] = []
+
+    def slow_poll() -> None:
+        try:
+            httpx.get(f"{base}/api/v3/predictions/{prediction['id']}/result", headers=api.headers)
+        except httpx.HTTPError as exc:
+            in_flight.append(exc)
+
+    poller = threading.Thread(target=slow_poll)
+    poller.start()
+    wait_for(lambda: emulator.stats()["faults_injected"] == 1, what="the slow poll to arrive")
+    emulator.restart()
+    poller.join(timeout=10)
+    assert not poller.is_alive() and len(in_flight) == 1  # cut, long before its 30 s
+    assert isinstance(in_flight[0], DROPPED)
+
+    assert emulator.base_url == base
+    emulator.configure(hold=False)
+    assert api.get(f"/api/v3/predictions/{prediction['id']}/result").status_code == 404
+    assert list_page(api)["total"] == 0
+    assert httpx.get(media_url).status_code == 200  # uploads live in object storage
+    again = wait_status(api, submit(api, media_url)["id"], "completed")
+    assert again["outputs"]
+    stats = emulator.stats()
+    assert stats["restarts"] == 1 and stats["submissions"] == 2  # counters span the restart
+    assert stats["predictions"]["completed"] == 1  # what the server knows now
+
+
+def test_official_sdk_works_unchanged_after_a_restart_and_its_tasks_are_listed(emulator, tmp_path):
+    import wavespeed
+
+    image = tmp_path / "kettle.png"
+    image.write_bytes(png_bytes((160, 20, 60)))
+    client = wavespeed.Client(
+        api_key=KEY, base_url=emulator.base_url, max_connection_retries=3, retry_interval=0.05
+    )
+    image_url = client.upload(str(image))
+    before = client.run(MODEL, {"image": image_url}, timeout=30, poll_interval=0.05)
+    emulator.restart()
+    after = client.run(MODEL, {"image": image_url}, timeout=30, poll_interval=0.05)
+    assert len(before["outputs"]) == len(after["outputs"]) == 1
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=emulator.base_url, headers=headers) as api:
+        listed = list_page(api, status="completed")["items"]
+    assert [i["outputs"] for i in listed] == [after["outputs"]]  # the restart forgot `before`

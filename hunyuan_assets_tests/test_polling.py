@@ -302,9 +302,7 @@ def test_forecast_window_covers_what_was_seen_with_a_margin() -> None:
 
 
 def test_forecast_uses_the_most_recent_observations() -> None:
-    old = [
-        observation(d, d + 1, prediction_id=f"old{d}", observed_at=T0) for d in range(10, 20)
-    ]
+    old = [observation(d, d + 1, prediction_id=f"old{d}", observed_at=T0) for d in range(10, 20)]
     new = [
         observation(d, d + 1, prediction_id=f"new{d}", observed_at=T0 + timedelta(days=1))
         for d in range(100, 110)

@@ -300,6 +300,11 @@ class _Emulator:
             p = self._predictions.get(prediction_id)
             return p if p is not None and self._retained(p, self.wall()) else None
 
+    def timeline(self, prediction_id: str) -> tuple[float, float | None] | None:
+        with self._cond:
+            p = self._predictions.get(prediction_id)
+            return None if p is None else (p.submitted, p.completed)
+
     def _retained(self, p: _Prediction, now: datetime) -> bool:
         return (now - p.created_at).total_seconds() <= self.config.retention
 
@@ -987,6 +992,11 @@ class EmulatorServer:
 
     def stats(self) -> dict[str, Any]:
         return self._emulator.stats()
+
+    def timeline(self, prediction_id: str) -> tuple[float, float | None] | None:
+        """When a prediction was created and finished, on this process's `time.monotonic()`
+        (the API has no completion time): for in-process tests and benchmarks only."""
+        return self._emulator.timeline(prediction_id)
 
     def configure(self, **faults: Any) -> None:
         """Same body as `POST /_emulator/faults`; raises ValueError on a bad setting."""
