@@ -327,3 +327,23 @@ def test_forecast_by_hand() -> None:
     for bad in ((10, 5, 8), (-1, 1, 2), (0, 0, 0)):
         with pytest.raises(ValueError):
             CompletionForecast(*bad)
+
+
+def test_a_wide_observation_is_kept_next_to_its_most_telling_bound() -> None:
+    # Model time binds (the task ended soon after it, unless it queued): keep that end.
+    assert observation(2.0, 5.0, inference_s=2.7).likely_span() == pytest.approx((2.7, 3.95))
+    # Only the polls bound it: the completion was most likely seen soon after it happened.
+    assert observation(25.0, 98.0).likely_span() == pytest.approx((73.5, 98.0))
+    # Narrow enough already: untouched.
+    assert observation(96.0, 100.0, inference_s=96.5).likely_span() == (96.5, 100.0)
+    # Queued: the not-done poll is the later lower bound, so the inference says nothing here.
+    assert observation(380.0, 400.0, inference_s=100.0).likely_span() == (380.0, 400.0)
+
+
+def test_three_cold_start_observations_already_give_a_window_around_the_truth() -> None:
+    # The first waits use the adaptive schedule (2 s, 5 s, ...): seen done at 5 s.
+    cold = [
+        observation(2.0, 5.0, inference_s=d - 0.3, prediction_id=str(d)) for d in (2.5, 3.0, 3.5)
+    ]
+    forecast = forecast_completion(cold)
+    assert forecast is not None and 1.0 < forecast.earliest < 2.5 and 3.5 < forecast.latest < 6.0

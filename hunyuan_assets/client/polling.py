@@ -36,11 +36,12 @@ __all__ = [
     "poll_intervals",
 ]
 
-#: An observation is assumed to span at most this fraction of its upper bound: a completion
-#: seen only after a long silent stretch (a sparse poll before the window) says little about
-#: where in that stretch it happened; spreading it over the whole stretch lets one such
-#: observation drag the window far down, while this bound still lets a real speed-up move
-#: the window by up to a quarter per observation.
+#: An observation is assumed to span at most this fraction of its upper bound. A completion
+#: seen only after a long silent stretch (a sparse poll before the window, or the adaptive
+#: schedule's long gaps) says little about where in it the task ended; spread over all of it,
+#: one such observation would drag the window far off. The span is kept next to the bound
+#: that says most: the model time (`timings.inference`) when that is the later lower bound,
+#: as the task ended shortly after it unless it queued, else the first done poll.
 MAX_RELATIVE_SPAN = 0.25
 _EDGE_QUANTILE = 0.05  # the window spans the 5..95 % quantiles of the observations, padded
 
@@ -129,6 +130,17 @@ class PollObservation:
         """The earliest the task can have ended (inference time narrows the poll interval)."""
         return min(self.done_s, max(self.not_done_s, self.inference_s or 0.0))
 
+    def likely_span(self) -> tuple[float, float]:
+        """Where the completion most likely lies: [earliest_s, done_s], at most
+        `MAX_RELATIVE_SPAN` * done_s wide (see there for which end is kept)."""
+        low, high = self.earliest_s, self.done_s
+        width = MAX_RELATIVE_SPAN * high
+        if high - low <= width:
+            return low, high
+        if self.inference_s is not None and self.inference_s > self.not_done_s:
+            return low, low + width
+        return high - width, high
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -201,10 +213,9 @@ def forecast_completion(
 ) -> CompletionForecast | None:
     """A window from the last `recent` completed observations; None below `min_observations`.
 
-    Each observation is spread uniformly over [earliest_s, done_s] (at most the last
-    `MAX_RELATIVE_SPAN` of done_s); the window spans the 5 % and 95 % quantiles of that
-    mixture, widened on each side by range / (n - 1), the expected part of a uniform spread
-    that n samples miss (at least 2 % of the median).
+    Each observation is spread uniformly over its `likely_span()`; the window spans the 5 %
+    and 95 % quantiles of that mixture, widened on each side by range / (n - 1), the expected
+    part of a uniform spread that n samples miss (at least 2 % of the median).
     """
     if min_observations < 2 or recent < min_observations:
         raise ValueError("forecast_completion needs 2 <= min_observations <= recent")
@@ -215,8 +226,8 @@ def forecast_completion(
         return None
     spans = []
     for o in chosen:
-        low = max(o.earliest_s, o.done_s * (1 - MAX_RELATIVE_SPAN))
-        spans.append((low, max(o.done_s, low + 1e-3)))  # a zero-width span is a point
+        low, high = o.likely_span()
+        spans.append((low, max(high, low + 1e-3)))  # a zero-width span is a point
     low_q = _mixture_quantile(spans, _EDGE_QUANTILE)
     high_q = _mixture_quantile(spans, 1 - _EDGE_QUANTILE)
     median = _mixture_quantile(spans, 0.5)
