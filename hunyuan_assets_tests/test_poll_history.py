@@ -95,3 +95,14 @@ def test_concurrent_writers_never_leave_a_torn_file(store, caplog) -> None:
     # Last writer wins, so some may be lost, but what is there is whole and readable.
     assert kept and len({o.prediction_id for o in kept}) == len(kept)
     assert {o.prediction_id for o in kept} <= {seen(i).prediction_id for i in range(20)}
+
+
+def test_a_failing_store_is_a_hint_lost_not_a_run_failed(tmp_path, caplog) -> None:
+    from hunyuan_assets.core.store import LocalMeshStore
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's folder should be")
+    history = PollHistory(LocalMeshStore(blocked))
+    history.record(seen(1))  # cannot write under a file: logged, not raised
+    assert history.observations(MODEL) == [] and history.forecast(MODEL) is None
+    assert "could not write poll history" in caplog.text

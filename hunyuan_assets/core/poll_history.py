@@ -5,8 +5,8 @@ One small JSON object per model under `poll_history/<model slug>.json`, holding 
 schedule, not a record: two runs that write at once may lose each other's latest observation
 (the last writer wins), but each write replaces the whole object atomically (both stores
 promise that), so a reader never sees a torn file. Anything unreadable (bad JSON, another
-version, a wrong field) counts as "nothing known" and is replaced by the next write.
-No Dagster here.
+version, a wrong field) counts as "nothing known" and is replaced by the next write. A store
+that fails is logged and treated the same way: a hint never fails a run. No Dagster here.
 """
 
 from __future__ import annotations
@@ -48,7 +48,11 @@ class PollHistory:
     def observations(self, model: str) -> list[PollObservation]:
         """What the store holds for `model`, oldest first; [] when nothing (readable) is there."""
         key = self.key_for(model)
-        data = self.store.get_bytes(key)
+        try:
+            data = self.store.get_bytes(key)
+        except Exception as exc:  # any store's own errors (OSError, botocore's ClientError...)
+            logger.warning("could not read poll history %s (%s: %s)", key, type(exc).__name__, exc)
+            return []
         if data is None:
             return []
         try:
@@ -72,7 +76,13 @@ class PollHistory:
             merged = {o.prediction_id: o for o in known}
             merged[observation.prediction_id] = observation
             kept = sorted(merged.values(), key=lambda o: o.observed_at)[-self.limit :]
-            self.store.put_bytes(self.key_for(observation.model), _encode(observation.model, kept))
+            key = self.key_for(observation.model)
+            try:
+                self.store.put_bytes(key, _encode(observation.model, kept))
+            except Exception as exc:
+                logger.warning(
+                    "could not write poll history %s (%s: %s)", key, type(exc).__name__, exc
+                )
 
 
 def _encode(model: str, observations: list[PollObservation]) -> bytes:
