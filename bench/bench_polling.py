@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--latencies", type=float, nargs="+", default=[3.0, 20.0])
     parser.add_argument("--per-poller", type=int, default=20, help="predictions per poller")
     parser.add_argument("--train", type=int, default=5, help="learned: predictions per wave")
-    parser.add_argument("--train-waves", type=int, default=2, help="learned: training waves")
+    parser.add_argument("--train-waves", type=int, default=3, help="learned: training waves")
     args = parser.parse_args(argv)
     quiet()
     from hunyuan_assets.client import DEFAULT_MODEL
