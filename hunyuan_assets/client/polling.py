@@ -11,7 +11,8 @@ model (`PollObservation`: completion lay between the last not-done poll and the 
 - before the window: anchor points at first/r, first/r**2, ... (r = `early_growth`), so a task
   that ends unexpectedly early is still seen within r times its duration; at least
   `initial_interval` apart;
-- inside: the gap at time t is sqrt(2 (latest - t) / delay_cost). For a completion time uniform
+- inside (the first poll half a gap after `earliest`, as nothing is expected before it): the
+  gap at time t is sqrt(2 (latest - t) / delay_cost). For a completion time uniform
   over the window this minimises E[requests] + delay_cost * E[noticing delay]; gaps shrink
   towards the end, where few tasks are left to pay for the extra polls;
 - gaps shorter than `initial_interval` (the provider asks for ~2 s) happen only inside the
