@@ -7,10 +7,6 @@ that are not neighbours are split into several runs (one per contiguous range).
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from hunyuan_assets.integration.assets import (
     IMAGES,
@@ -19,6 +15,7 @@ from hunyuan_assets.integration.assets import (
     image_meshes,
     prediction_log,
 )
+from hunyuan_assets.integration.compat import partition_range_tags
 from hunyuan_assets.integration.sensors import contiguous_ranges
 
 ALL_ASSETS = [image_meshes, prediction_log]
@@ -47,7 +44,7 @@ def materialize_images(
     ordered = add_image_partitions(instance, keys)
     results = []
     for start, end in contiguous_ranges(ordered, set(keys)):
-        range_tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
+        range_tags = partition_range_tags(start, end)
         results.append(
             dg.materialize(
                 ALL_ASSETS,

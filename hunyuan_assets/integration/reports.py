@@ -9,7 +9,6 @@ import io
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from hunyuan_assets.core.log import PredictionLogRow
 from hunyuan_assets.core.mesh_generation import MeshOutcome
@@ -25,9 +24,9 @@ CHECK_CLOSED = "closed_surface"
 
 def check_evaluation(
     asset: dg.AssetKey, name: str, key: str, passed: bool, metadata: dict
-) -> AssetCheckEvaluation:
+) -> dg.AssetCheckEvaluation:
     """One check's result for one partition (Dagster 1.13's AssetCheckResult has no partition)."""
-    return AssetCheckEvaluation(
+    return dg.AssetCheckEvaluation(
         asset_key=asset,
         check_name=name,
         passed=passed,
@@ -38,10 +37,10 @@ def check_evaluation(
 
 def mesh_check_evaluations(
     asset: dg.AssetKey, outcome: MeshOutcome, min_faces: int, max_faces: int
-) -> Iterator[AssetCheckEvaluation]:
+) -> Iterator[dg.AssetCheckEvaluation]:
     key = outcome.request.partition_key
 
-    def _check(name: str, key: str, passed: bool, metadata: dict) -> AssetCheckEvaluation:
+    def _check(name: str, key: str, passed: bool, metadata: dict) -> dg.AssetCheckEvaluation:
         return check_evaluation(asset, name, key, passed, metadata)
 
     d = outcome.details

@@ -25,17 +25,6 @@ from datetime import datetime
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.asset_key import AssetCheckKey
-from dagster._core.definitions.data_version import (
-    CODE_VERSION_TAG,
-    DATA_VERSION_TAG,
-    get_input_data_version_tag,
-)
-from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.events import DagsterEventType
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
-from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster_shared.check import CheckError
 
 from hunyuan_assets.client import DEFAULT_MODEL
@@ -45,6 +34,16 @@ from hunyuan_assets.integration.assets import (
     MESHES,
     SOURCE_IMAGES,
     images_partitions,
+)
+from hunyuan_assets.integration.compat import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    IN_PROGRESS_RUN_STATUSES,
+    input_data_version_tag,
+    latest_check_failed,
+    latest_tags_by_partition,
+    partition_status,
+    recent_check_results,
 )
 from hunyuan_assets.integration.jobs import compact_log_job, mesh_job
 from hunyuan_assets.integration.lineage import (
@@ -74,7 +73,7 @@ MISSING = "no mesh yet"
 CONTENT_CHANGED = "image content changed"
 CODE_CHANGED = "mesh code version changed"
 
-_SOURCE_CHECK_KEY = AssetCheckKey(SOURCE_IMAGES, SOURCE_CHECK)
+_SOURCE_CHECK_KEY = dg.AssetCheckKey(SOURCE_IMAGES, SOURCE_CHECK)
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,8 @@ def plan_refresh(
 ) -> RefreshPlan:
     """Which mesh partitions need a run, and why. `log` is the prediction log's rows."""
     keys = instance.get_dynamic_partitions(IMAGES)
-    status = get_and_update_asset_status_cache_value(instance, MESHES, images_partitions)
-    failed = _keys(status.deserialize_failed_partition_subsets(images_partitions) if status else [])
-    running = _keys(
-        status.deserialize_in_progress_partition_subsets(images_partitions) if status else []
-    )
+    status = partition_status(instance, MESHES, images_partitions)
+    failed, running = status.failed, status.in_progress
     sources = _data_versions(instance, SOURCE_IMAGES)
     meshes = _data_versions(instance, MESHES)
     models = {DEFAULT_MODEL, *(log["model"].dropna() if not log.empty else ())}
@@ -132,15 +128,9 @@ def plan_refresh(
     return RefreshPlan(reasons, abandoned, len(running))
 
 
-def _keys(subset) -> set[str]:
-    return set(subset.get_partition_keys()) if subset else set()
-
-
 def _data_versions(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dict[str, str]:
     """partition -> data version of its latest materialization (an indexed tag: one query)."""
-    tags = instance.event_log_storage.get_latest_tags_by_partition(
-        asset_key, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]
-    )
+    tags = latest_tags_by_partition(instance, asset_key, [DATA_VERSION_TAG])
     return {key: t[DATA_VERSION_TAG] for key, t in tags.items() if DATA_VERSION_TAG in t}
 
 
@@ -159,7 +149,7 @@ def _stale_reasons(
     """Read the meshes' provenance tags to say why they are stale (or that they are not:
     a model unknown to the prediction log also changes the data version)."""
     reasons = {}
-    input_tag = get_input_data_version_tag(SOURCE_IMAGES)
+    input_tag = input_data_version_tag(SOURCE_IMAGES)
     for key, mesh in latest_materializations(instance, MESHES, keys).items():
         if mesh.tags.get(input_tag) != sources.get(key):
             reasons[key] = CONTENT_CHANGED
@@ -180,14 +170,7 @@ def failure_history(
     prediction log's rows for the image's current sha256)."""
     if not keys:
         return {}
-    infos = instance.event_log_storage.get_asset_check_partition_info(
-        [_SOURCE_CHECK_KEY], partition_keys=list(keys)
-    )
-    at_registration = {
-        info.partition_key
-        for info in infos
-        if info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED
-    }
+    at_registration = latest_check_failed(instance, _SOURCE_CHECK_KEY, keys)
     rows = _rows_by_partition(log, keys)
     history = {}
     for key in keys:
@@ -201,28 +184,15 @@ def failure_history(
 def _registration_failures(
     instance: dg.DagsterInstance, key: str, max_attempts: int
 ) -> FailureHistory:
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        _SOURCE_CHECK_KEY,
-        limit=max_attempts * 3,
-        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
-        partition_filter=PartitionKeyFilter(key=key),
-    )
+    results = recent_check_results(instance, _SOURCE_CHECK_KEY, key, limit=max_attempts * 3)
     runs: set[str] = set()
     last_error = ""
-    for record in records:  # newest first
-        if record.status != AssetCheckExecutionRecordStatus.FAILED:
+    for result in results:  # newest first
+        if result.passed:
             break
-        runs.add(record.run_id)
-        if not last_error:
-            last_error = _check_error(record)
+        runs.add(result.run_id)
+        last_error = last_error or str(result.metadata.get("error") or "")
     return FailureHistory(len(runs), last_error)
-
-
-def _check_error(record) -> str:
-    evaluation = record.event.dagster_event.event_specific_data if record.event else None
-    metadata = getattr(evaluation, "metadata", None) or {}
-    error = metadata.get("error")
-    return str(getattr(error, "value", error) or "")
 
 
 def _rows_by_partition(log: pd.DataFrame, keys: Sequence[str]) -> dict[str, pd.DataFrame]:

@@ -40,14 +40,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from hunyuan_assets.core.sources import ImageRef, ImageSource, S3ImageSource
 from hunyuan_assets.core.store import MeshStore
 from hunyuan_assets.integration.assets import IMAGES, SOURCE_IMAGES, images_partitions
+from hunyuan_assets.integration.compat import partition_range_tags
 from hunyuan_assets.integration.jobs import mesh_job
 from hunyuan_assets.integration.lineage import latest_materializations
 from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
@@ -222,9 +219,9 @@ def run_request_for_batch(batch: Sequence[str], run_key: str, tags: dict) -> dg.
     tags = {**tags, IMAGES_TAG: str(len(batch))}
     if len(batch) == 1:
         return dg.RunRequest(run_key=run_key, partition_key=batch[0], tags=tags)
-    tags[ASSET_PARTITION_RANGE_START_TAG] = batch[0]
-    tags[ASSET_PARTITION_RANGE_END_TAG] = batch[-1]
-    return dg.RunRequest(run_key=run_key, tags=tags)
+    return dg.RunRequest(
+        run_key=run_key, tags={**tags, **partition_range_tags(batch[0], batch[-1])}
+    )
 
 
 def run_requests_for(plan: TickPlan) -> list[dg.RunRequest]:
