@@ -18,10 +18,14 @@ for _category in (dg.PreviewWarning, dg.BetaWarning, dg.SupersessionWarning):
     warnings.filterwarnings("ignore", category=_category)
 
 from hunyuan_assets.core.sources import SAMPLES_DIR  # noqa: E402
-from hunyuan_assets.definitions import build_resources  # noqa: E402
-from hunyuan_assets.integration.assets import MESHES  # noqa: E402
-from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log  # noqa: E402
+from hunyuan_assets.integration.backfill import (  # noqa: E402
+    materialize_images,
+    materialize_prediction_log,
+)
+from hunyuan_assets.integration.factory import build_mesh_pipeline  # noqa: E402
 from hunyuan_assets.integration.lineage import latest_materializations  # noqa: E402
+
+DEMO_PIPELINE = "demo"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,25 +72,33 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"API:        {base_url}")
         print(f"images:     {args.images}")
         print(f"dagster:    {home}")
-        resources = build_resources(
-            images=args.images, store=store, base_url=base_url, max_concurrency=args.concurrency
+        pipeline = build_mesh_pipeline(
+            DEMO_PIPELINE,
+            images=args.images,
+            store=store,
+            base_url=base_url,
+            max_concurrency=args.concurrency,
+            s3_endpoint_url=os.environ.get("HUNYUAN_S3_ENDPOINT_URL") or None,
         )
-        refs = resources["images"].open().list_images()
+        images = pipeline.resources[pipeline.settings.images_resource]
+        refs = images.open().list_images()
         if not refs:
             print(f"no images found in {args.images}", file=sys.stderr)
             return 2
         keys = [ref.partition_key for ref in refs]
         quiet = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-        results = materialize_images(instance, resources, keys, run_config=quiet)
-        log_result = materialize_prediction_log(instance, resources, run_config=quiet)
+        results = materialize_images(instance, pipeline, keys, run_config=quiet)
+        log_result = materialize_prediction_log(instance, pipeline, run_config=quiet)
         ok = all(r.success for r in results) and log_result.success
-        failed = _print_summary(instance, keys, store)
+        failed = _print_summary(instance, pipeline.settings.meshes_key, keys, store)
     return 0 if ok and not failed else 1
 
 
-def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) -> int:
+def _print_summary(
+    instance: dg.DagsterInstance, meshes: dg.AssetKey, keys: list[str], store: str
+) -> int:
     """One line per image from its latest mesh materialization; returns how many have none."""
-    events = latest_materializations(instance, MESHES, keys)
+    events = latest_materializations(instance, meshes, keys)
     store_prefix = f"{Path(store).resolve().as_uri()}/" if "://" not in store else f"{store}/"
     failed = 0
     print(f"\n{'image':<28} {'status':<10} {'faces':>7} {'wall s':>7}  mesh (in the store)")

@@ -32,7 +32,14 @@ from hunyuan_assets.client import (
     SubmissionUncertainError,
     WaveSpeedError,
 )
+from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
 from hunyuan_assets.core.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.prediction_rows import (
+    RowContext,
+    outcome_rows,
+    registration_failure_row,
+)
 from hunyuan_assets.core.records import (
     PredictionRecord,
     PredictionRecords,
@@ -40,6 +47,9 @@ from hunyuan_assets.core.records import (
     record_prefix,
     uncertain_help,
 )
+from hunyuan_assets.core.registered_images import RegisteredImages
+from hunyuan_assets.core.registration import Registration, register_image
+from hunyuan_assets.core.sources import ImageRef, ImageSource
 from hunyuan_assets.core.store import MeshStore, mesh_key, preview_key
 
 NsfwPolicy = Literal["keep", "quarantine", "fail"]
@@ -77,6 +87,13 @@ class GenerationPolicy:
     # How long a claim may stay `submitting` (no prediction id yet) before it is reported as
     # unresolved. Past it, the claimant is presumed dead mid-submit; it is never taken over.
     claim_wait_seconds: float = 120.0
+    # What one prediction costs (a setting: the public price is not confirmed) and the most
+    # that may be spent per UTC day across every run sharing the store (see budget.py).
+    price_per_prediction_usd: float | None = None
+    daily_budget_usd: float | None = None
+    # Stamped on every log row: which pipeline (build_mesh_defs name) and mesh code version.
+    pipeline: str = ""
+    code_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,7 @@ class SupersededPrediction:
     prediction_id: str
     attempt: int
     error: str
+    cost_usd: float = 0.0  # the price when it failed at the provider; 0 when it is unknown
 
 
 @dataclass(frozen=True)
@@ -108,14 +126,54 @@ class MeshOutcome:
     transient: bool = False
     details: dict = field(default_factory=dict)
     superseded: tuple[SupersededPrediction, ...] = ()
+    # What this outcome's own prediction cost: the price for a prediction that completed or
+    # failed at the provider; 0 for reuse, refusals, and waits or downloads that broke off
+    # (the prediction's own terminal row carries its cost later).
+    cost_usd: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.status != "failed"
 
 
+@dataclass(frozen=True)
+class ImageToRegister:
+    """One partition whose image is registered (hashed, validated, uploaded) first; with
+    `generate` its mesh is made right after, as soon as a prediction slot is free."""
+
+    ref: ImageRef
+    generate: bool = True
+    # Re-registering for `meshes` alone (an expired URL): the picture must still be this one.
+    expected_sha256: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.ref.partition_key
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome:
+    registration: Registration
+
+    @property
+    def partition_key(self) -> str:
+        return self.registration.ref.partition_key
+
+
+WorkItem = ImageToRegister | MeshRequest
+Outcome = RegistrationOutcome | MeshOutcome
+_DONE = object()
+
+
 class MeshGenerator:
-    """Runs many requests with at most `max_concurrency` predictions in flight."""
+    """Turns work items into outcomes, streaming: each image is registered, submitted, awaited,
+    downloaded and analysed on its own, with at most `max_concurrency` predictions in flight,
+    and each outcome is handed over as soon as it exists.
+
+    Memory stays flat whatever the number of items: at most `2 * max_concurrency` images are
+    registered ahead of a free prediction slot (so uploads never wait for predictions, and
+    presigned URLs are fresh when submitted), and at most `2 * max_concurrency` finished
+    outcomes wait for the consumer (it applies back-pressure by reading slowly)."""
 
     def __init__(
         self,
@@ -123,52 +181,147 @@ class MeshGenerator:
         store: MeshStore,
         policy: GenerationPolicy,
         max_concurrency: int,
+        *,
+        source: ImageSource | None = None,
+        log: PredictionLog | None = None,
+        registry: RegisteredImages | None = None,
     ):
         self.client = client
         self.store = store
         self.records = PredictionRecords(store)
         self.policy = policy
+        self.source = source
+        self.log = log
+        self.registry = registry
+        self._rows = RowContext(policy.pipeline, policy.model, policy.run_id, policy.code_version)
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._lookahead = asyncio.Semaphore(2 * max_concurrency)
+        self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
+        self._primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
+        self._budget = (
+            DailyBudget(store, policy.daily_budget_usd, policy.price_per_prediction_usd or 0.0)
+            if policy.daily_budget_usd is not None
+            else None
+        )
 
-    async def run(self, requests: Sequence[MeshRequest]) -> AsyncIterator[MeshOutcome]:
-        """Yield outcomes as they finish. Identical pictures in one batch share one prediction."""
-        primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
-        tasks: list[asyncio.Task[MeshOutcome]] = []
-        for request in requests:
-            share = self.policy.reuse_identical_images
-            primary = primaries.get(request.image_sha256) if share else None
-            if primary is None:
-                task = asyncio.create_task(self._generate(request))
-                primaries[request.image_sha256] = task
-            else:
-                task = asyncio.create_task(_follow(primary, request))
-            tasks.append(task)
-        for finished in asyncio.as_completed(tasks):
-            outcome = await finished
-            earlier = self._superseded.pop(outcome.request.partition_key, [])
-            yield replace(outcome, superseded=tuple(earlier)) if earlier else outcome
+    async def run(self, items: Sequence[WorkItem]) -> AsyncIterator[Outcome]:
+        """Yield outcomes as they finish. Identical pictures share one prediction."""
+        results: asyncio.Queue = asyncio.Queue(maxsize=self._buffer)
+
+        async def emit(outcome: Outcome) -> None:
+            if isinstance(outcome, MeshOutcome):
+                earlier = self._superseded.pop(outcome.request.partition_key, [])
+                if earlier:
+                    outcome = replace(outcome, superseded=tuple(earlier))
+            # Logged (and a registration kept) before anyone hears of it: nothing is lost if
+            # the process dies while the consumer reports it.
+            await asyncio.to_thread(self._keep, outcome)
+            await results.put(outcome)
+
+        async def work() -> None:
+            try:
+                await asyncio.gather(*(self._item(item, emit) for item in items))
+            except BaseException as exc:  # a bug, not a bad image: the consumer re-raises it
+                await results.put(exc)
+            finally:
+                await results.put(_DONE)
+
+        worker = asyncio.create_task(work())
+        try:
+            while (outcome := await results.get()) is not _DONE:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                yield outcome
+        finally:
+            worker.cancel()
+
+    def _keep(self, outcome: Outcome) -> None:
+        if isinstance(outcome, RegistrationOutcome):
+            registration = outcome.registration
+            if registration.ok and registration.info is not None:
+                if self.registry is not None:
+                    self.registry.put(registration)
+            elif self.log is not None:
+                self.log.append([registration_failure_row(self._rows, registration)])
+        elif self.log is not None:
+            self.log.append(outcome_rows(self._rows, outcome))
+
+    async def _item(self, item: WorkItem, emit) -> None:
+        if isinstance(item, MeshRequest):
+            await emit(await self._mesh(item))
+            return
+        ahead = self._lookahead
+        await ahead.acquire()
+        held = [True]
+
+        def slot_taken() -> None:
+            if held[0]:
+                held[0] = False
+                ahead.release()
+
+        try:
+            if self.source is None:
+                raise ValueError("MeshGenerator needs an ImageSource to register images")
+            registration = await register_image(self.source, item.ref, self.client)
+            await emit(RegistrationOutcome(registration))
+            if not item.generate or not registration.ok or registration.info is None:
+                return
+            request = MeshRequest(
+                partition_key=item.partition_key,
+                image_uri=item.ref.uri,
+                image_sha256=registration.info.sha256,
+                image_url=registration.image_url or "",
+            )
+            if item.expected_sha256 not in (None, request.image_sha256):
+                changed = "the image changed since source_images was materialized; "
+                error = ValueError(changed + "materialize source_images again")
+                await emit(_failure(request, error, transient=False, attempt=0))
+                return
+            await emit(await self._mesh(request, slot_taken))
+        finally:
+            slot_taken()
+
+    async def _mesh(self, request: MeshRequest, slot_taken=None) -> MeshOutcome:
+        """This picture's mesh; a second partition with the same picture follows the first."""
+        share = self.policy.reuse_identical_images
+        primary = self._primaries.get(request.image_sha256) if share else None
+        if primary is not None:
+            if slot_taken:
+                slot_taken()
+            return await _follow(primary, request)
+        task = asyncio.ensure_future(self._generate(request, slot_taken))
+        if share:
+            self._primaries[request.image_sha256] = task
+        return await task
 
     def _record_prefix(self, request: MeshRequest) -> str:
         scoped = None if self.policy.reuse_identical_images else request.partition_key
         return record_prefix(request.image_sha256, self.policy.model, scoped)
 
-    async def _generate(self, request: MeshRequest) -> MeshOutcome:
+    async def _generate(self, request: MeshRequest, slot_taken=None) -> MeshOutcome:
         prefix = self._record_prefix(request)
         try:
             async with self._slots:
+                if slot_taken:
+                    slot_taken()
                 return await self._generate_once(request, prefix)
-        except (WaveSpeedError, ResubmissionRefusedError, MeshError) as exc:
+        except (WaveSpeedError, ResubmissionRefusedError, MeshError, BudgetExceededError) as exc:
             # The log row names the generation (attempt) that failed, as the record says.
             record = await self._latest(prefix)
             attempt = record.generation if record else 0
             transient = getattr(exc, "transient", False)
-            return _failure(request, exc, transient=transient, attempt=attempt)
+            outcome = _failure(request, exc, transient=transient, attempt=attempt)
+            # A task that failed at the provider is counted as paid (billing of failed tasks
+            # is not documented); waits and downloads that broke off are not its terminal row.
+            paid = isinstance(exc, PredictionFailedError)
+            return replace(outcome, cost_usd=self._price) if paid else outcome
 
     async def _generate_once(self, request: MeshRequest, prefix: str) -> MeshOutcome:
         """Reuse, resume or submit; wait; store. Pays for at most one new prediction."""
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
+        replaced_forgotten = False
         while True:
             record = await self._settle(request, prefix, record, leftover)
             if record.state == "completed":
@@ -189,19 +342,30 @@ class MeshGenerator:
             try:
                 prediction = await self.client.wait(target)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
-                record = await self._put(prefix, record.evolve(state="failed", error=str(exc)))
-                if record.generation > leftover:
+                forgotten = isinstance(exc, PredictionNotFoundError)
+                details = {**record.details, "forgotten": True} if forgotten else record.details
+                record = await self._put(
+                    prefix, record.evolve(state="failed", error=str(exc), details=details)
+                )
+                own = record.generation > leftover
+                if (own and not forgotten) or (forgotten and replaced_forgotten):
                     raise  # this attempt's own prediction failed: permanent for this attempt
                 # A prediction left by an earlier attempt is unknown (expired, wrong account) or
-                # failed unseen: this attempt is entitled to exactly one new one.
+                # failed unseen, or the API forgot one (a restarted service: nothing to pay
+                # for): this attempt is entitled to exactly one new one.
+                replaced_forgotten = replaced_forgotten or forgotten
                 logger.warning(
-                    "%s: prediction %s from an earlier attempt is %s",
+                    "%s: prediction %s (generation %d) is %s; submitting a new one",
                     request.partition_key,
                     record.prediction_id,
-                    "unknown to the API" if isinstance(exc, PredictionNotFoundError) else "failed",
+                    record.generation,
+                    "unknown to the API" if forgotten else "failed",
                 )
+                cost = 0.0 if forgotten else self._price
                 self._superseded.setdefault(request.partition_key, []).append(
-                    SupersededPrediction(record.prediction_id or "", record.generation, str(exc))
+                    SupersededPrediction(
+                        record.prediction_id or "", record.generation, str(exc), cost
+                    )
                 )
                 continue
             return await self._store_output(request, prefix, record, prediction, resumed)
@@ -282,7 +446,7 @@ class MeshGenerator:
         partition the failed step did not materialize, permanently failed ones included: without
         the run check it would pay for a failing picture again on each retry. (A record without
         a prediction id cost nothing: the API refused the submit, so trying again is fine.)"""
-        if not record.prediction_id:
+        if not record.prediction_id or record.details.get("forgotten"):
             return
         ours = bool(self.policy.run_id) and record.run_id == self.policy.run_id
         if record.generation > leftover or ours:
@@ -296,6 +460,7 @@ class MeshGenerator:
         self, request: MeshRequest, prefix: str, claim: PredictionRecord
     ) -> tuple[PredictionRecord, Prediction]:
         """Submit our claim; the prediction id is durable before anyone waits on it."""
+        slot = await self._reserve_budget(request, prefix, claim)
         try:
             prediction = await self.client.submit(request.image_url, model=self.policy.model)
         except SubmissionUncertainError as exc:
@@ -305,11 +470,29 @@ class MeshGenerator:
         except WaveSpeedError as exc:
             # Refused before a task existed (429/503 after retries, 4xx): safe to submit again.
             await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
+            if slot is not None and self._budget is not None:
+                await asyncio.to_thread(self._budget.release, slot)
             raise
         pending = claim.evolve(
             state="pending", prediction_id=prediction.id, submitted_at=now_iso(), error=None
         )
         return await self._put(prefix, pending), prediction
+
+    async def _reserve_budget(
+        self, request: MeshRequest, prefix: str, claim: PredictionRecord
+    ) -> BudgetSlot | None:
+        if self._budget is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._budget.reserve, request.partition_key)
+        except BudgetExceededError as exc:
+            # Nothing was sent, so nothing was paid: a later attempt may submit this picture.
+            await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
+            raise
+
+    @property
+    def _price(self) -> float:
+        return self.policy.price_per_prediction_usd or 0.0
 
     async def _latest(self, prefix: str) -> PredictionRecord | None:
         return await asyncio.to_thread(self.records.latest, prefix)
@@ -369,6 +552,7 @@ class MeshGenerator:
             resumed=resumed,
             attempt=done.generation,
             details=done.details,
+            cost_usd=self._price,
         )
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)

@@ -54,14 +54,16 @@ async def register_images(
 
     async def one(ref: ImageRef) -> Registration:
         async with slots:
-            return await _register(source, ref, client)
+            return await register_image(source, ref, client)
 
     return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
 
-async def _register(
+async def register_image(
     source: ImageSource, ref: ImageRef, client: AsyncHunyuan3DClient
 ) -> Registration:
+    """One image: read, hash, validate, then upload it or presign its URL; never raises for a
+    bad image or a failed upload (the Registration says what went wrong)."""
     try:
         data = await asyncio.to_thread(source.read_bytes, ref)
     except OSError as exc:
