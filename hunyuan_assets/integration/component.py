@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hunyuan_assets.integration.factory import build_mesh_defs
 from hunyuan_assets.integration.resource import API_KEY_ENV
@@ -42,15 +42,26 @@ def _default(name: str) -> Any:
     return MeshDefsSettings.__dataclass_fields__[name].default
 
 
-def resolve_api_key(context: dg.ResolutionContext, raw: str | None) -> str:
-    """`{{ env.NAME }}` -> EnvVar("NAME") (resolved at run time, never shown); missing ->
-    EnvVar("WAVESPEED_API_KEY"); any other template is rendered as usual."""
+class ApiKey(BaseModel):
+    """The key as the YAML gave it: the name of an environment variable (read at run time,
+    never shown), or, discouraged, a literal value."""
+
+    env_var: str | None = None
+    value: str | None = Field(default=None, repr=False)
+
+    def for_resource(self) -> str:
+        return dg.EnvVar(self.env_var) if self.env_var else self.value or ""
+
+
+def resolve_api_key(context: dg.ResolutionContext, raw: str | None) -> ApiKey:
+    """`{{ env.NAME }}` -> the variable NAME; missing -> WAVESPEED_API_KEY; any other text is
+    rendered as a template and taken literally."""
     if raw is None:
-        return dg.EnvVar(API_KEY_ENV)
+        return ApiKey(env_var=API_KEY_ENV)
     found = _ENV_REFERENCE.match(raw.strip())
     if found:
-        return dg.EnvVar(found["dot"] or found["call"])
-    return context.resolve_value(raw, as_type=str)
+        return ApiKey(env_var=found["dot"] or found["call"])
+    return ApiKey(value=context.resolve_value(raw, as_type=str))
 
 
 class MeshesComponentScaffolder(dg.Scaffolder):
@@ -97,7 +108,7 @@ class MeshesComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     base_url: str = Field(default=_default("base_url"), description="API root or emulator URL.")
     api_key: Annotated[
-        str | None,
+        ApiKey | None,
         dg.Resolver(
             resolve_api_key,
             model_field_type=str | None,
@@ -135,7 +146,7 @@ class MeshesComponent(dg.Component, dg.Model, dg.Resolvable):
             self.name,
             images=_from_project(self.images, context.project_root),
             store=_from_project(self.store, context.project_root),
-            api_key=self.api_key if self.api_key is not None else dg.EnvVar(API_KEY_ENV),
+            api_key=(self.api_key or ApiKey(env_var=API_KEY_ENV)).for_resource(),
             **options,
         )
 

@@ -60,9 +60,10 @@ class TransientFailure(Exception):
 class Usage:
     """What a run asked of the API, for its tags and its usage observation."""
 
-    submitted: int = 0
-    reused: int = 0
-    failed: int = 0
+    submitted: int = 0  # new predictions this run paid for
+    reused: int = 0  # meshes this run took from the store instead
+    failed: int = 0  # partitions whose prediction failed (or could not be collected)
+    not_submitted: int = 0  # partitions that failed before a prediction (budget, refusals)
     inference_ms: int = 0
     cost_usd: float = 0.0
 
@@ -71,8 +72,14 @@ class Usage:
         if outcome.status == "reused":
             self.reused += 1
             return
+        has_prediction = outcome.prediction is not None or bool(
+            outcome.details.get("prediction_id")
+        )
         if outcome.status == "failed":
-            self.failed += 1
+            if has_prediction:
+                self.failed += 1
+            else:
+                self.not_submitted += 1
         if outcome.prediction is not None and not outcome.resumed:
             self.submitted += 1
         if outcome.prediction is not None:
@@ -83,6 +90,7 @@ class Usage:
             "wavespeed.predictions_submitted": self.submitted,
             "wavespeed.reused": self.reused,
             "wavespeed.failed": self.failed,
+            "wavespeed.not_submitted": self.not_submitted,
             "wavespeed.inference_seconds": round(self.inference_ms / 1000, 3),
             "wavespeed.cost_usd": round(self.cost_usd, 6),
         }
