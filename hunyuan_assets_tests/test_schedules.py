@@ -11,11 +11,11 @@ import dagster as dg
 import pandas as pd
 from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from hunyuan_assets.integration import schedules
 from hunyuan_assets.core.log import PredictionLog, PredictionLogRow
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.definitions import build_definitions
+from hunyuan_assets.integration import schedules
 from hunyuan_assets.integration.assets import IMAGES, MESHES, SOURCE_IMAGES
 from hunyuan_assets.integration.backfill import materialize_images
 from hunyuan_assets.integration.jobs import COMPACTION_POOL, compact_log_job, mesh_job
