@@ -6,15 +6,13 @@ from hunyuan_assets.core.log import CompactionReport
 from hunyuan_assets.integration.assets import (
     MESHES,
     SOURCE_IMAGES,
-    images_partitions,
     prediction_log,
 )
 from hunyuan_assets.integration.locations import MeshStoreResource
 
 mesh_job = dg.define_asset_job(
     "meshes_job",
-    selection=[SOURCE_IMAGES, MESHES],
-    partitions_def=images_partitions,
+    selection=[SOURCE_IMAGES, MESHES],  # partitioned by images, as the assets are
     description="Register images and generate their meshes; one run may cover many images.",
 )
 
