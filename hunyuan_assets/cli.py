@@ -6,24 +6,16 @@ import argparse
 import contextlib
 import os
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
-# The assets use per-partition checks and single-run backfills on purpose (preview/beta in
-# Dagster 1.13); the demo's user should see the meshes, not those notices.
-for _category in (dg.PreviewWarning, dg.BetaWarning, dg.SupersessionWarning):
-    warnings.filterwarnings("ignore", category=_category)
-
-from hunyuan_assets.core.sources import SAMPLES_DIR  # noqa: E402
-from hunyuan_assets.integration.backfill import (  # noqa: E402
-    materialize_images,
-    materialize_prediction_log,
-)
-from hunyuan_assets.integration.factory import build_mesh_pipeline  # noqa: E402
-from hunyuan_assets.integration.lineage import latest_materializations  # noqa: E402
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.integration.factory import build_mesh_pipeline
+from hunyuan_assets.integration.lineage import latest_materializations
 
 DEMO_PIPELINE = "demo"
 
@@ -42,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=1.0, help="emulated prediction time in seconds"
     )
     demo.add_argument(
-        "--log-level", default="WARNING", help="Dagster console log level (DEBUG shows every event)"
+        "--log-level",
+        default="CRITICAL",
+        help="Dagster console log level (the summary says why each failed image failed; ERROR "
+        "adds Dagster's failure events with their stack traces, DEBUG shows every event)",
     )
     args = parser.parse_args(argv)
     return run_demo(args)
@@ -90,15 +85,23 @@ def run_demo(args: argparse.Namespace) -> int:
         results = materialize_images(instance, pipeline, keys, run_config=quiet)
         log_result = materialize_prediction_log(instance, pipeline, run_config=quiet)
         ok = all(r.success for r in results) and log_result.success
-        failed = _print_summary(instance, pipeline.settings.meshes_key, keys, store)
+        mesh_store = pipeline.resources[pipeline.settings.mesh_store_resource]
+        meshes = pipeline.settings.meshes_key
+        failed = _print_summary(instance, meshes, keys, store, mesh_store.prediction_log())
     return 0 if ok and not failed else 1
 
 
 def _print_summary(
-    instance: dg.DagsterInstance, meshes: dg.AssetKey, keys: list[str], store: str
+    instance: dg.DagsterInstance,
+    meshes: dg.AssetKey,
+    keys: list[str],
+    store: str,
+    log: PredictionLog,
 ) -> int:
-    """One line per image from its latest mesh materialization; returns how many have none."""
+    """One line per image from its latest mesh materialization, or why it has none (the last
+    error the prediction log holds for it); returns how many have none."""
     events = latest_materializations(instance, meshes, keys)
+    errors = _last_errors(log) if len(events) < len(keys) else {}
     store_prefix = f"{Path(store).resolve().as_uri()}/" if "://" not in store else f"{store}/"
     failed = 0
     print(f"\n{'image':<28} {'status':<10} {'faces':>7} {'wall s':>7}  mesh (in the store)")
@@ -106,7 +109,8 @@ def _print_summary(
         event = events.get(key)
         if event is None:
             failed += 1
-            print(f"{key:<28} {'FAILED':<10} {'':>7} {'':>7}  see the run log and prediction log")
+            why = _one_line(errors.get(key) or "no error logged; run with --log-level ERROR")
+            print(f"{key:<28} {'FAILED':<10} {'':>7} {'':>7}  {why}")
             continue
         meta = event.metadata
         where = str(meta.get("mesh_uri", "")).removeprefix(store_prefix)
@@ -117,6 +121,19 @@ def _print_summary(
     print(f"prediction log: {store}/prediction_log  (pandas.read_parquet)")
     print(f"{len(keys) - failed} of {len(keys)} image(s) have a mesh")
     return failed
+
+
+def _last_errors(log: PredictionLog) -> dict[str, str]:
+    """partition -> the error of its latest log row, where that row has one. The log's errors
+    never hold the API key or image data (PredictionLogRow's rule), so they can be shown."""
+    rows = log.read()  # oldest first
+    latest = rows.drop_duplicates("partition_key", keep="last").dropna(subset=["error"])
+    return dict(zip(latest["partition_key"], latest["error"].astype(str), strict=True))
+
+
+def _one_line(text: str, width: int = 110) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
-import time
 from functools import cache
 from pathlib import Path
 
@@ -224,16 +224,16 @@ def test_non_images_raise_value_error(data: bytes) -> None:
         image_to_glb(data)
 
 
-def test_a_512px_picture_takes_well_under_a_second() -> None:
+def test_a_512px_picture_takes_trimeshs_fast_paths(caplog: pytest.LogCaptureFixture) -> None:
+    """Without scipy, trimesh computes vertex normals on a pure-numpy fallback (mesh synthesis
+    ~50x slower) and logs 'unable to use sparse matrix, falling back!' with a traceback: no
+    warning from trimesh means the fast paths were taken. Timings are bench/'s business."""
     image = Image.new("RGB", (512, 512), (240, 240, 240))
     ImageDraw.Draw(image).ellipse((60, 30, 450, 480), fill=YELLOW)
-    data = encode(image)
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        image_to_glb(data)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) < 1.0, timings
+    caplog.set_level(logging.WARNING, logger="trimesh")
+    assert image_to_glb(encode(image))[:4] == b"glTF"
+    fallbacks = [r.getMessage() for r in caplog.records if r.name.startswith("trimesh")]
+    assert fallbacks == []
 
 
 def test_the_validator_catches_a_broken_glb(tmp_path: Path) -> None:

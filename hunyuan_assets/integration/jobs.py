@@ -30,8 +30,7 @@ class MeshJobs:
 def build_jobs(settings: MeshDefsSettings) -> MeshJobs:
     meshes = dg.define_asset_job(
         settings.job_name("meshes_job"),
-        selection=[settings.source_images_key, settings.meshes_key],
-        partitions_def=settings.partitions_def,
+        selection=[settings.source_images_key, settings.meshes_key],  # partitioned as they are
         description="Register images and generate their meshes; one run may cover many images.",
     )
     prediction_log = dg.define_asset_job(
