@@ -61,22 +61,11 @@ _PUBLIC = {
 }
 
 __all__ = [
-    "AsyncHunyuan3DClient",
-    "ClientSettings",
-    "EmulatorServer",
-    "Hunyuan3DClient",
-    "Hunyuan3DResource",
-    "ImagesResource",
-    "MeshStore",
-    "MeshStoreResource",
-    "MeshesComponent",
-    "Prediction",
-    "PredictionLog",
-    "SubmissionUncertainError",
-    "WaveSpeedError",
-    "build_mesh_defs",
-    "open_mesh_store",
-]
+    "AsyncHunyuan3DClient", "ClientSettings", "EmulatorServer", "Hunyuan3DClient",
+    "Hunyuan3DResource", "ImagesResource", "MeshStore", "MeshStoreResource", "MeshesComponent",
+    "Prediction", "PredictionLog", "SubmissionUncertainError", "WaveSpeedError",
+    "build_mesh_defs", "open_mesh_store",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

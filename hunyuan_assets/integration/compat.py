@@ -39,6 +39,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
+from dagster._utils.test.data_versions import get_stale_status_resolver
+from dagster_shared.check import CheckError
 
 __all__ = [
     "CODE_VERSION_TAG",
@@ -55,6 +57,8 @@ __all__ = [
     "partition_range_tags",
     "partition_status",
     "recent_check_results",
+    "scheduled_execution_time",
+    "stale_status",
 ]
 
 
@@ -161,3 +165,23 @@ def recent_check_results(
             )
         )
     return results
+
+
+def scheduled_execution_time(context: dg.ScheduleEvaluationContext):
+    """The tick's scheduled time, or None when the schedule is evaluated by hand (a test, the
+    UI's preview): Dagster raises its internal CheckError there instead of returning None."""
+    try:
+        return context.scheduled_execution_time
+    except CheckError:
+        return None
+
+
+def stale_status(
+    instance: dg.DagsterInstance,
+    assets: Sequence[dg.AssetsDefinition],
+    key: dg.AssetKey,
+    partition: str,
+) -> str:
+    """What the UI shows for one partition: 'FRESH', 'STALE' or 'MISSING' (Dagster's own
+    staleness resolver, which reads the provenance tags the step writes per partition)."""
+    return get_stale_status_resolver(instance, assets).get_status(key, partition).value

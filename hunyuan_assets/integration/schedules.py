@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
-from dagster_shared.check import CheckError
 
 from hunyuan_assets.client import DEFAULT_MODEL
 from hunyuan_assets.integration.assets import MESH_CODE_VERSION
@@ -40,6 +39,7 @@ from hunyuan_assets.integration.compat import (
     latest_tags_by_partition,
     partition_status,
     recent_check_results,
+    scheduled_execution_time,
 )
 from hunyuan_assets.integration.jobs import AssetJob
 from hunyuan_assets.integration.lineage import (
@@ -294,11 +294,8 @@ def _status(settings: MeshDefsSettings) -> dg.DefaultScheduleStatus:
 
 def _tick_label(context: dg.ScheduleEvaluationContext) -> str:
     """The tick's scheduled time (one run key per batch per tick); 'manual' outside the daemon."""
-    try:
-        moment: datetime = context.scheduled_execution_time
-    except CheckError:
-        return "manual"
-    return moment.strftime("%Y%m%dT%H%M%S")
+    moment = scheduled_execution_time(context)
+    return moment.strftime("%Y%m%dT%H%M%S") if moment else "manual"
 
 
 def build_compaction_schedule(
