@@ -15,11 +15,13 @@ killed run, a step retry or a second run of the same picture never pays twice:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -39,6 +41,14 @@ from hunyuan_assets.core.prediction_rows import (
     RowContext,
     outcome_rows,
     registration_failure_row,
+)
+from hunyuan_assets.core.reconciliation import (
+    ReconcilePolicy,
+    SubmitJournal,
+    SubmitMarker,
+    Verdict,
+    now_utc,
+    reconcile,
 )
 from hunyuan_assets.core.records import (
     PredictionRecord,
@@ -94,6 +104,8 @@ class GenerationPolicy:
     # Stamped on every log row: which pipeline (build_mesh_defs name) and mesh code version.
     pipeline: str = ""
     code_version: str = ""
+    # How a submit whose answer was lost is resolved (reconciliation.py).
+    reconcile: ReconcilePolicy = ReconcilePolicy()
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,7 @@ class MeshGenerator:
         self.store = store
         self.records = PredictionRecords(store)
         self.policy = policy
+        self.journal = SubmitJournal(store, policy.model)
         self.source = source
         self.log = log
         self.registry = registry
@@ -322,6 +335,7 @@ class MeshGenerator:
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
         replaced_forgotten = False
+        resubmitted = False
         while True:
             record = await self._settle(request, prefix, record, leftover)
             if record.state == "completed":
@@ -330,7 +344,18 @@ class MeshGenerator:
             # Waiting on the fresh Prediction (not its id) skips a pointless immediate poll.
             target: Prediction | str = record.prediction_id or ""
             if not resumed:
-                record, target = await self._submit(request, prefix, record)
+                try:
+                    record, target = await self._submit(request, prefix, record)
+                except _NeverArrived as exc:
+                    if resubmitted:
+                        message = f"{exc}, twice: not submitting again"
+                        raise ResubmissionRefusedError(message) from exc
+                    resubmitted = True  # nothing was paid: submit once more, logged why
+                    self._superseded.setdefault(request.partition_key, []).append(
+                        SupersededPrediction("", record.generation, str(exc))
+                    )
+                    record = await self._latest(prefix)
+                    continue
             logger.info(
                 "%s: waiting on prediction %s (generation %d, %s, run %s)",
                 request.partition_key,
@@ -387,10 +412,34 @@ class MeshGenerator:
             elif record.state == "completed" and await self._mesh_stored(record):
                 return record
             elif record.state == "uncertain":
-                raise ResubmissionRefusedError(uncertain_help(self.store, prefix, record))
+                # A submit whose answer was lost (this run's earlier attempt, or another run's).
+                marker = _marker_of(record, prefix)
+                await asyncio.to_thread(self.journal.lost, marker)
+                try:
+                    resolved, _ = await self._resolve(request, prefix, record, marker)
+                except _NeverArrived:
+                    record = await self._latest(prefix)
+                    continue
+                return resolved
             elif record.state == "submitting":
                 # Another run (or a dead attempt) holds the claim and has no prediction id yet.
-                self._check_claim_alive(prefix, record, time.monotonic() - started)
+                if self._claim_is_dead(record, time.monotonic() - started):
+                    # Its run died between claiming and hearing back: reconcile it like a lost
+                    # answer (it never sent the POST if it left no in-flight marker).
+                    token = _token(prefix, record.generation)
+                    sent = next(
+                        (m for m in self.journal.markers("in_flight") if m.token == token), None
+                    )
+                    lost = replace(sent, failed_at=None) if sent else None
+                    record = await self._put(
+                        prefix,
+                        record.evolve(
+                            state="uncertain" if lost else "failed",
+                            error="its run died while submitting",
+                            details=_with(lost, record) if lost else record.details,
+                        ),
+                    )
+                    continue
                 logger.info(
                     "%s: waiting for run %s to submit generation %d",
                     request.partition_key,
@@ -426,17 +475,11 @@ class MeshGenerator:
             self.store.exists, record.mesh_key or ""
         )
 
-    def _check_claim_alive(self, prefix: str, record: PredictionRecord, waited: float) -> None:
-        """A claim that stays `submitting` for too long belongs to a run that died during the
-        submit POST: it may have been billed, so it is reported, never taken over."""
-        limit = self.policy.claim_wait_seconds
-        if record.age_seconds() < limit and waited < limit:
-            return
-        raise ResubmissionRefusedError(
-            f"no prediction id after {limit:g} s: " + uncertain_help(self.store, prefix, record),
-            # The claimant may still be alive and slow: a later attempt looks again.
-            transient=record.age_seconds() < 2 * limit,
-        )
+    def _claim_is_dead(self, record: PredictionRecord, waited: float) -> bool:
+        """A claim that stays `submitting` for longer than a submit can take belongs to a run
+        that died during the submit POST: it may have been billed, so it is reconciled."""
+        limit = max(self.policy.claim_wait_seconds, self.client.settings.timeouts.submit + 5)
+        return record.age_seconds() >= limit or waited >= limit
 
     def _check_may_pay_again(self, record: PredictionRecord, leftover: int) -> None:
         """Replacing a paid prediction that failed is allowed once per attempt and once per run.
@@ -458,25 +501,78 @@ class MeshGenerator:
 
     async def _submit(
         self, request: MeshRequest, prefix: str, claim: PredictionRecord
-    ) -> tuple[PredictionRecord, Prediction]:
-        """Submit our claim; the prediction id is durable before anyone waits on it."""
+    ) -> tuple[PredictionRecord, Prediction | str]:
+        """Submit our claim; the prediction id is durable before anyone waits on it. A lost
+        answer is reconciled against the predictions list at once (never paying twice)."""
         slot = await self._reserve_budget(request, prefix, claim)
+        marker = SubmitMarker(
+            _token(prefix, claim.generation), request.partition_key, now_utc().isoformat()
+        )
+        await asyncio.to_thread(self.journal.begin, marker)
         try:
             prediction = await self.client.submit(request.image_url, model=self.policy.model)
         except SubmissionUncertainError as exc:
-            # It may exist and be billed: no attempt of any run may submit this picture again.
-            await self._put(prefix, claim.evolve(state="uncertain", error=str(exc)))
-            raise
+            # It may exist and be billed: find out from the predictions list, never by guessing.
+            lost = replace(marker, failed_at=now_utc().isoformat())
+            await asyncio.to_thread(self.journal.lost, lost)
+            uncertain = await self._put(
+                prefix, claim.evolve(state="uncertain", error=str(exc), details=_with(lost, claim))
+            )
+            return await self._resolve(request, prefix, uncertain, lost)
         except WaveSpeedError as exc:
             # Refused before a task existed (429/503 after retries, 4xx): safe to submit again.
+            await asyncio.to_thread(self.journal.finished, marker.token)
             await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
             if slot is not None and self._budget is not None:
                 await asyncio.to_thread(self._budget.release, slot)
             raise
+        await asyncio.to_thread(self.journal.finished, marker.token, prediction.id)
         pending = claim.evolve(
             state="pending", prediction_id=prediction.id, submitted_at=now_iso(), error=None
         )
         return await self._put(prefix, pending), prediction
+
+    async def _resolve(
+        self, request: MeshRequest, prefix: str, record: PredictionRecord, marker: SubmitMarker
+    ) -> tuple[PredictionRecord, str]:
+        """An uncertain submit, reconciled: adopt the prediction it made, or submit again if it
+        never arrived (raises `_NeverArrived`), or stay refused naming the candidates."""
+        policy = replace(
+            self.policy.reconcile, submit_timeout_seconds=self.client.settings.timeouts.submit
+        )
+        verdict: Verdict = await reconcile(
+            self.client, self.journal, marker, self.policy.model, policy
+        )
+        logger.warning(
+            "%s: submit of generation %d had no answer; reconciled: %s (%s)",
+            request.partition_key,
+            record.generation,
+            verdict.action,
+            verdict.reason,
+        )
+        adopted = verdict.prediction_id
+        if verdict.action == "adopt" and adopted:
+            if not await asyncio.to_thread(self.journal.remember, adopted):
+                verdict = Verdict("refuse", f"{adopted} was adopted by another run")
+            else:
+                await asyncio.to_thread(self.journal.resolved, marker.token)
+                details = {**record.details, "adopted": verdict.reason}
+                pending = record.evolve(
+                    state="pending",
+                    prediction_id=adopted,
+                    submitted_at=marker.sent_at,
+                    error=None,
+                    details=details,
+                )
+                return await self._put(prefix, pending), adopted
+        if verdict.action == "resubmit":
+            await asyncio.to_thread(self.journal.resolved, marker.token)
+            never = f"reconciled: {verdict.reason}"
+            await self._put(prefix, record.evolve(state="failed", error=never))
+            raise _NeverArrived(never)
+        raise ResubmissionRefusedError(
+            f"{verdict.reason}. " + uncertain_help(self.store, prefix, record)
+        )
 
     async def _reserve_budget(
         self, request: MeshRequest, prefix: str, claim: PredictionRecord
@@ -695,3 +791,34 @@ def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
             textures=info.textures,
         )
     return details
+
+
+class _NeverArrived(Exception):
+    """Reconciliation found that a lost submit never created a prediction."""
+
+
+def _token(prefix: str, generation: int) -> str:
+    """The submit marker's name for one generation of one picture (found again after a crash)."""
+    return hashlib.sha256(f"{prefix}#{generation}".encode()).hexdigest()[:32]
+
+
+def _with(marker: SubmitMarker, record: PredictionRecord) -> dict:
+    return {**record.details, "submit": asdict(marker)}
+
+
+def _marker_of(record: PredictionRecord, prefix: str) -> SubmitMarker:
+    """The uncertain submit's marker as the record keeps it; records from before markers
+    existed get a window from what they do say (their last update was the lost answer)."""
+    kept = record.details.get("submit")
+    if isinstance(kept, dict):
+        try:
+            return SubmitMarker(**kept)
+        except TypeError:
+            pass
+    failed = datetime.fromisoformat(record.updated_at)
+    return SubmitMarker(
+        _token(prefix, record.generation),
+        record.partition_key,
+        (failed - timedelta(seconds=60)).isoformat(),
+        failed.isoformat(),
+    )
