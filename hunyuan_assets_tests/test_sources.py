@@ -242,6 +242,9 @@ def test_folder_lists_images_recursively_and_skips_the_rest(tmp_path: Path) -> N
         "Ünïcødé/🦆.png",
         "A.png",
         "a.png",
+        "deep/image.gif",  # converted to PNG at registration
+        "scan.TIFF",
+        "old.bmp",
     ]
     ignored = [
         ".hidden.png",
@@ -255,7 +258,6 @@ def test_folder_lists_images_recursively_and_skips_the_rest(tmp_path: Path) -> N
         "#autosave.png#",
         "__MACOSX/x.png",
         "@eaDir/SYNOPHOTO_THUMB.jpg",
-        "deep/image.gif",
         "mug.png.crdownload",
         ".mug.png.Xy12Ab",
         "README",
@@ -509,9 +511,9 @@ def _flip_byte(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
-def _gif() -> bytes:
+def _ico() -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(buffer, "GIF")
+    Image.new("RGB", (8, 8), "red").save(buffer, "ICO")
     return buffer.getvalue()
 
 
@@ -533,7 +535,7 @@ def _webp() -> bytes:
         (lambda: _flip_byte(_png(), len(_png()) // 2), "corrupt"),  # IDAT CRC mismatch
         (lambda: _jpeg()[: len(_jpeg()) // 2], "truncated"),
         (lambda: _jpeg()[:200], "corrupt or truncated JPEG header"),
-        (lambda: _gif(), "unsupported image format GIF"),
+        (lambda: _ico(), "unsupported image format ICO"),
     ],
     ids=[
         "empty",
