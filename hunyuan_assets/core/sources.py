@@ -14,8 +14,8 @@ What a source lists (:meth:`ImageSource.scan`):
   them). The bytes decide the format, not the suffix; the content identity is always the
   sha256 of the file as stored, never of the converted PNG.
 - skipped files, each with a reason: any other file, unsupported image types, files over the
-  size limit, anything that is not a regular file, and symbolic links that are broken, loop,
-  lead out of the folder or to a folder.
+  size limit, anything that is not a regular file, symbolic links that are broken, loop,
+  lead out of the folder or to a folder, and S3 keys with a '.' or '..' folder.
 - silently ignored, by design: hidden files and folders (a leading '.', e.g. ``.DS_Store``),
   lock and temp files (``~$x.png``, ``#x.png#``, rsync's ``.x.png.Ab12Cd``), Windows
   thumbnail caches (``Thumbs.db``, ``desktop.ini``), the metadata folders of sync tools and
@@ -873,8 +873,15 @@ class S3ImageSource(ImageSource):
                 key = obj["Key"]
                 relative = key[len(self.prefix) :]
                 *dirs, name = relative.split("/")
-                if not name or any(_is_ignored_dir(d) for d in dirs) or _is_ignored_name(name):
-                    continue  # a folder marker, or hidden
+                if not name:
+                    continue  # a folder marker
+                if any(d in (".", "..") for d in dirs):
+                    # Kept literally by S3, but URL clients (the provider's too) resolve them,
+                    # which would fetch another object, maybe one outside the prefix.
+                    skipped.append(SkippedFile(relative, _DOT_SEGMENT))
+                    continue
+                if any(_is_ignored_dir(d) for d in dirs) or _is_ignored_name(name):
+                    continue
                 size = int(obj["Size"])
                 problem = _suffix_problem(name) or _size_problem(size)
                 if problem is not None:
@@ -919,6 +926,9 @@ class S3ImageSource(ImageSource):
             Params={"Bucket": self.bucket, "Key": self._key(ref)},
             ExpiresIn=expiry,
         )
+
+
+_DOT_SEGMENT = "the key has a '.' or '..' folder, which URLs resolve to another key; not read"
 
 
 def _check_expiry(seconds: int) -> int:
