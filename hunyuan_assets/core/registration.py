@@ -43,6 +43,7 @@ __all__ = [
     "PresignedUrl",
     "Registration",
     "presigned_url",
+    "register_image",
     "register_images",
 ]
 
@@ -121,14 +122,22 @@ async def register_images(
 
     async def one(ref: ImageRef) -> Registration:
         async with slots:
-            return await _register(source, ref, client, presign_expiry)
+            return await register_image(source, ref, client, presign_expiry=presign_expiry)
 
     return list(await asyncio.gather(*(one(ref) for ref in refs)))
 
 
-async def _register(
-    source: ImageSource, ref: ImageRef, client: AsyncHunyuan3DClient, presign_expiry: timedelta
+async def register_image(
+    source: ImageSource,
+    ref: ImageRef,
+    client: AsyncHunyuan3DClient,
+    *,
+    presign_expiry: timedelta = DEFAULT_PRESIGN_EXPIRY,
 ) -> Registration:
+    """One image: read, hash, validate, then upload it (converted when needed) or presign its
+    URL; never raises for a bad image or a failed upload (the Registration says what went
+    wrong). ``presign_expiry`` as for :func:`register_images`."""
+    _presign_seconds(presign_expiry)
     try:
         data = await asyncio.to_thread(source.read_bytes, ref)
     except ImageReadError as exc:  # the message names the file and why it was not read
@@ -146,7 +155,10 @@ async def _register(
         return Registration(ref=ref, error=f"{ref.relative_path}: {exc}", content_sha256=raw_sha256)
     info = upload.info
     if not upload.converted:
-        presigned = await asyncio.to_thread(presigned_url, source, ref, presign_expiry)
+        try:
+            presigned = await asyncio.to_thread(presigned_url, source, ref, presign_expiry)
+        except OSError as exc:
+            return Registration(ref, info, error=str(exc), content_sha256=info.sha256)
         if presigned is not None:
             return Registration(
                 ref, info, presigned.url, presigned.expires_at, url_kind="presigned"

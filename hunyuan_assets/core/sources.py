@@ -392,7 +392,11 @@ def _size_problem(size: int) -> str | None:
 
 
 def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB" if size % 2**20 else f"{size // 2**20} MiB"
+    if size < 2**20:
+        return f"{size:,} bytes"
+    if size % 2**20 == 0:
+        return f"{size // 2**20} MiB"
+    return f"{size / 2**20:.1f} MiB ({size:,} bytes)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -921,11 +925,15 @@ class S3ImageSource(ImageSource):
 
     def image_url(self, ref: ImageRef, *, expires_in: int | None = None) -> str:
         expiry = self.url_expiry if expires_in is None else _check_expiry(expires_in)
-        return self.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self._key(ref)},
-            ExpiresIn=expiry,
-        )
+        try:
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(ref)},
+                ExpiresIn=expiry,
+            )
+        except BotoCoreError as exc:  # no credentials to sign with, ...
+            where = f"s3://{self.bucket}/{self._key(ref)}"
+            raise OSError(f"could not presign {where}: {type(exc).__name__}") from None
 
 
 _DOT_SEGMENT = "the key has a '.' or '..' folder, which URLs resolve to another key; not read"
