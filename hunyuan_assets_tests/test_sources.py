@@ -603,10 +603,11 @@ def _quotes(text: str) -> bool:
 
 
 ECHO_CASES = {
-    "text": b"password=" + MARKER * 4 + b"\n",
-    "html": b"<html><title>" + MARKER + b"</title></html>",
-    "json": b'{"token": "' + MARKER + b'"}',
-    "binary": bytes(range(1, 31)) + MARKER * 8,
+    # The marker within the first bytes, where a message that quotes a file's start looks.
+    "text": MARKER + b" password=" + MARKER * 4 + b"\n",
+    "html": b"<p>" + MARKER + b"</p></html>",
+    "json": b'{"' + MARKER + b'": 1}',
+    "binary": bytes(range(1, 8)) + MARKER * 8,
     "png-signature-then-junk": b"\x89PNG\r\n\x1a\n" + MARKER * 8,
     # Pillow's own message here is "broken PNG file (bad header checksum in b'QZXJ')".
     "png-chunk-bad-crc": _png_with_chunk(MARKER, b"secret", good_crc=False),
@@ -615,7 +616,7 @@ ECHO_CASES = {
     "tiff-signature-then-junk": b"II*\x00" + MARKER * 20,
     "bmp-signature-then-junk": b"BM" + MARKER * 20,
     "ico": _ico() + MARKER,
-    "pdf": b"%PDF-1.4 " + MARKER,
+    "pdf": b"%PDF" + MARKER,
 }
 
 
