@@ -76,7 +76,10 @@ def run_demo(args: argparse.Namespace) -> int:
             s3_endpoint_url=os.environ.get("HUNYUAN_S3_ENDPOINT_URL") or None,
         )
         images = pipeline.resources[pipeline.settings.images_resource]
-        refs = images.open().list_images()
+        listing = images.open().scan()
+        refs = listing.images
+        for path, why in listing.skipped:  # never silently ignored
+            print(f"skipped:    {path}: {why}")
         if not refs:
             print(f"no images found in {args.images}", file=sys.stderr)
             return 2

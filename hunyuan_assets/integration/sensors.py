@@ -333,7 +333,8 @@ def build_image_sensor(
         images: ImagesResource = getattr(context.resources, settings.images_resource)
         mesh_store: MeshStoreResource = getattr(context.resources, settings.mesh_store_resource)
         source = images.open()
-        refs = source.list_images()
+        listing = source.scan()
+        refs = listing.images
         instance = context.instance
         existing = instance.get_dynamic_partitions(settings.partitions)
         store = mesh_store.open()
@@ -356,6 +357,7 @@ def build_image_sensor(
         )
         new_cursor = snapshots.save(plan.known, cursor, loaded=known is not None)
         _log_plan(context, plan, source.uri)
+        _log_skipped(context, listing.skipped, source.uri)
         return dg.SensorResult(
             run_requests=run_requests_for(plan),
             dynamic_partitions_requests=(
@@ -367,6 +369,14 @@ def build_image_sensor(
         )
 
     return _image_sensor
+
+
+def _log_skipped(context: dg.SensorEvaluationContext, skipped: Sequence, uri: str) -> None:
+    """Files that are not images to mesh are named, never silently ignored."""
+    if skipped:
+        shown = "; ".join(f"{path}: {why}" for path, why in skipped[:10])
+        more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
+        context.log.info(f"{len(skipped)} file(s) in {uri} skipped: {shown}{more}")
 
 
 def _log_plan(context: dg.SensorEvaluationContext, plan: TickPlan, uri: str) -> None:
