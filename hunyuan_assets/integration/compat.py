@@ -297,8 +297,10 @@ def apply_dynamic_partitions_requests(
 
 @contextmanager
 def instance_with_recording_launcher() -> Iterator[dg.DagsterInstance]:
-    """A temporary instance whose run launcher records launched runs without executing them
-    (Dagster's test `MockedRunLauncher`, named by its private module in the instance config)."""
+    """A temporary instance on which no run executes: the runs a sensor requests are queued
+    (Dagster's test instance has a QueuedRunCoordinator, as our dagster.yaml does, and no
+    queue daemon runs), and a run launched anyway is only recorded (Dagster's test
+    `MockedRunLauncher`, named by its private module in the instance config)."""
     launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
     with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
         yield instance
@@ -313,8 +315,9 @@ def run_sensor_daemon_once(
 ) -> None:
     """One iteration of Dagster's own sensor daemon over the code location `module_name`
     (loaded in a gRPC code server, as `dagster-daemon run` does): every running sensor ticks
-    once, its partitions are added and its runs created and launched. Relies on
-    `execute_sensor_iteration`, `create_test_daemon_workspace_context` and `ModuleTarget`."""
+    once, its partitions are added and its runs created and submitted to the instance's run
+    coordinator. Relies on `execute_sensor_iteration`, `create_test_daemon_workspace_context`
+    and `ModuleTarget`."""
     from dagster._core.test_utils import create_test_daemon_workspace_context
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster._daemon.daemon import get_default_daemon_logger
