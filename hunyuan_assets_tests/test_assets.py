@@ -13,7 +13,7 @@ from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
-from hunyuan_assets.integration.compat import stale_status
+from hunyuan_assets.integration.compat import stale_statuses
 from hunyuan_assets.integration.lineage import latest_materializations
 from hunyuan_assets_tests.helpers import (
     MESHES,
@@ -187,27 +187,24 @@ def test_mesh_is_stale_after_its_image_changes(emulator, instance, images_dir, t
     pipeline = pipeline_for(emulator, images_dir, tmp_path / "store")
     keys = partition_keys(pipeline)
     assert all(r.success for r in materialize_images(instance, pipeline, keys))
-
-    def status(key: str) -> str:
-        return stale_status(instance, pipeline.assets, MESHES, key)
-
-    assert {k: status(k) for k in keys} == dict.fromkeys(keys, "FRESH")
+    statuses = stale_statuses(instance, pipeline.assets, MESHES, keys)
+    assert statuses == dict.fromkeys(keys, "FRESH")
 
     # same bytes re-registered: still fresh (data version = content hash, not timestamp)
     assert all(
         r.success for r in materialize_images(instance, pipeline, keys, selection=[SOURCE_IMAGES])
     )
-    assert status("mug.png") == "FRESH"
+    assert stale_statuses(instance, pipeline.assets, MESHES, ["mug.png"]) == {"mug.png": "FRESH"}
 
     shutil.copy(SAMPLES_DIR / "planet.png", images_dir / "mug.png")  # new content, same name
     assert all(
         r.success for r in materialize_images(instance, pipeline, keys, selection=[SOURCE_IMAGES])
     )
-    assert status("mug.png") == "STALE"
-    assert status("duck.png") == "FRESH"
+    statuses = stale_statuses(instance, pipeline.assets, MESHES, ["mug.png", "duck.png"])
+    assert statuses == {"mug.png": "STALE", "duck.png": "FRESH"}
 
     assert all(r.success for r in materialize_images(instance, pipeline, ["mug.png"]))
-    assert status("mug.png") == "FRESH"
+    assert stale_statuses(instance, pipeline.assets, MESHES, ["mug.png"]) == {"mug.png": "FRESH"}
     assert emulator.stats()["submissions"] == 4
 
 

@@ -106,7 +106,8 @@ def test_a_failed_image_says_why_on_its_summary_line(emulator, api_key: str, tmp
 
 
 def test_dagster_cli_materializes_a_partition(emulator, tmp_path: Path):
-    """`dagster asset materialize` against the project's definitions, configured by env."""
+    """`dagster asset materialize` against the project's definitions, configured by env
+    (HUNYUAN_NAME blank: the default pipeline name `hunyuan3d` prefixes every name)."""
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(SAMPLES_DIR / "duck.png", images / "duck.png")
@@ -117,10 +118,11 @@ def test_dagster_cli_materializes_a_partition(emulator, tmp_path: Path):
         "WAVESPEED_BASE_URL": emulator.base_url,
         "HUNYUAN_IMAGES": str(images),
         "HUNYUAN_STORE": str(tmp_path / "store"),
+        "HUNYUAN_NAME": "",
     }
     code = (
         "import dagster as dg; i = dg.DagsterInstance.get(); "
-        "i.add_dynamic_partitions('images', ['duck.png'])"
+        "i.add_dynamic_partitions('hunyuan3d_images', ['duck.png'])"
     )
     assert run([sys.executable, "-c", code], env).returncode == 0
     proc = run(
@@ -131,7 +133,7 @@ def test_dagster_cli_materializes_a_partition(emulator, tmp_path: Path):
             "-m",
             "hunyuan_assets.definitions",
             "--select",
-            "source_images,meshes",
+            "hunyuan3d/source_images,hunyuan3d/meshes",
             "--partition",
             "duck.png",
         ],

@@ -87,6 +87,9 @@ def make_row(i: int = 0, **overrides: object) -> PredictionLogRow:
         "run_id": "run-1",
         "logged_at": DAY1 + timedelta(seconds=i),
         "code_version": "1",
+        "pipeline": "products",
+        "cost_usd": 0.02,
+        "error_type": None,
     }
     values.update(overrides)
     return PredictionLogRow(**values)  # type: ignore[arg-type]
@@ -191,9 +194,24 @@ def test_append_read_round_trip(store: MeshStore) -> None:
     log = PredictionLog(store)
     rows = [
         make_row(1),
-        make_row(2, status="failed", error="Invalid image", wall_ms=None, mesh_bytes=None),
+        make_row(
+            2,
+            status="failed",
+            error="Invalid image",
+            error_type="PredictionFailedError",
+            wall_ms=None,
+            mesh_bytes=None,
+        ),
         make_row(3, has_nsfw_contents=[True, False], nsfw=True, quarantined=True),
-        make_row(4, status="reused", prediction_id=None, reused_from="img-0001.png", polls=0),
+        make_row(
+            4,
+            status="reused",
+            prediction_id=None,
+            reused_from="img-0001.png",
+            polls=0,
+            cost_usd=None,
+            pipeline=None,
+        ),
         make_row(5, image_uri=None, image_sha256=None, submitted_at=None, completed_at=None),
     ]
     log.append(rows[:2])
@@ -216,6 +234,31 @@ def test_append_read_round_trip(store: MeshStore) -> None:
                 assert actual == expected, (name, actual, expected)
     assert str(frame["mesh_bytes"].dtype) == "Int64"  # nulls do not turn ints into floats
     assert log.location_uri == store.uri_for("prediction_log")
+
+
+def test_files_from_before_the_pipeline_cost_and_error_type_columns_still_read(tmp_path: Path):
+    """Logs written before `pipeline`, `cost_usd` and `error_type` existed read back (and
+    compact) with nulls there, next to rows that have them."""
+    store = LocalMeshStore(tmp_path)
+    log = PredictionLog(store)
+    new_key = log.append([make_row(1, error_type="BudgetExceededError")])
+    assert new_key is not None
+    added = ["pipeline", "cost_usd", "error_type"]
+    old = pa.Table.from_pylist([make_row(2).to_record()], schema=LOG_SCHEMA).drop_columns(added)
+    pq.write_table(old, store.path_for(new_key).parent / "part-before-costs.parquet")
+
+    for merged in (2, 0):  # read, compact both files into one, read again
+        frame = log.read().set_index("partition_key")
+        assert list(frame.reset_index().columns) == LOG_SCHEMA.names
+        new, before = frame.loc["img-0001.png"], frame.loc["img-0002.png"]
+        assert (new["pipeline"], new["cost_usd"], new["error_type"]) == (
+            "products",
+            0.02,
+            "BudgetExceededError",
+        )
+        assert all(pd.isna(before[name]) for name in added)
+        assert before["prediction_id"] == "pred-2"  # the rest of the old row is intact
+        assert log.compact().files_merged == merged
 
 
 def test_rows_are_partitioned_by_utc_date_of_logged_at(store: MeshStore) -> None:

@@ -22,10 +22,6 @@ from pathlib import Path
 import httpx
 import pytest
 from dagster import DagsterInstance, DynamicPartitionsDefinition, StaticPartitionsDefinition
-from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
-from dagster._core.definitions.partitions.utils.multi import (
-    INVALID_STATIC_PARTITIONS_KEY_CHARACTERS,
-)
 from PIL import Image
 
 from hunyuan_assets.core import sources
@@ -47,6 +43,7 @@ from hunyuan_assets.core.sources import (
     partition_keys_for,
     prepare_upload,
 )
+from hunyuan_assets.integration.compat import unsafe_partition_key_parts
 
 # What every key must look like: the strict Dagster tag value / Kubernetes label alphabet.
 KEY_SHAPE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
@@ -139,8 +136,7 @@ def test_every_key_is_safe_for_dagster_urls_and_tags(path: str) -> None:
     key = partition_key_for(path)
     assert KEY_SHAPE.fullmatch(key), key
     assert len(key) <= MAX_KEY_LENGTH
-    assert not any(bad in key for bad in INVALID_PARTITION_SUBSTRINGS)
-    assert not INVALID_STATIC_PARTITIONS_KEY_CHARACTERS & set(key)
+    assert unsafe_partition_key_parts(key) == set()
     assert urllib.parse.quote(key, safe="") == key  # nothing to escape in a URL
 
 

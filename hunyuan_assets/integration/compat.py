@@ -14,12 +14,17 @@ What we rely on, and why:
 - per-partition latest storage ids / tags and check results from the event log storage, and the
   asset status cache: one query each for 10,000 partitions, where the public API would need one
   query per partition;
-- run statuses that count as "in progress".
+- run statuses that count as "in progress";
+- for the tests and benchmarks only (the last section): staleness as the UI computes it, the
+  tags and ticks the sensor daemon writes, the daemon's partition adds and one daemon
+  iteration, a launcher that records runs, and the characters partition keys must not hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import dagster as dg
@@ -38,8 +43,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
+    PARTITION_SET_TAG,
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
 )
-from dagster._utils.test.data_versions import get_stale_status_resolver
 from dagster_shared.check import CheckError
 
 __all__ = [
@@ -49,16 +56,25 @@ __all__ = [
     "IN_PROGRESS_RUN_STATUSES",
     "PARTITION_NAME_TAG",
     "PartitionStatus",
+    "Tick",
+    "apply_dynamic_partitions_requests",
     "input_data_version_tag",
     "input_event_pointer_tag",
+    "instance_with_recording_launcher",
+    "instigator_ticks",
     "latest_check_failed",
     "latest_storage_ids_by_partition",
     "latest_tags_by_partition",
+    "partition_range_of",
     "partition_range_tags",
     "partition_status",
     "recent_check_results",
     "scheduled_execution_time",
-    "stale_status",
+    "run_sensor_daemon_once",
+    "runs_with_run_key",
+    "sensor_run_tags",
+    "stale_statuses",
+    "unsafe_partition_key_parts",
 ]
 
 
@@ -176,12 +192,154 @@ def scheduled_execution_time(context: dg.ScheduleEvaluationContext):
         return None
 
 
-def stale_status(
+# ------------------------------------------------------------------ for tests and benchmarks
+# What the test suite and bench/ need from Dagster's internals, so that they too import no
+# `dagster._...` module. Each function is covered by a contract test in test_compat.py.
+
+
+def stale_statuses(
     instance: dg.DagsterInstance,
     assets: Sequence[dg.AssetsDefinition],
-    key: dg.AssetKey,
-    partition: str,
-) -> str:
-    """What the UI shows for one partition: 'FRESH', 'STALE' or 'MISSING' (Dagster's own
-    staleness resolver, which reads the provenance tags the step writes per partition)."""
-    return get_stale_status_resolver(instance, assets).get_status(key, partition).value
+    asset_key: dg.AssetKey,
+    partitions: Iterable[str],
+) -> dict[str, str]:
+    """partition -> "FRESH", "STALE" or "MISSING", as the UI shows it for `asset_key` in a
+    graph of `assets`. Relies on `CachingStaleStatusResolver` built the way Dagster's own
+    `dagster._utils.test.data_versions.get_stale_status_resolver` builds it."""
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    resolver = get_stale_status_resolver(instance, assets)
+    return {key: resolver.get_status(asset_key, key).value for key in partitions}
+
+
+def partition_range_of(tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """(start, end) of the partition range that run tags (or a RunRequest's tags) ask for,
+    None for none; the inverse of `partition_range_tags`."""
+    start, end = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    return (start, end) if start is not None and end is not None else None
+
+
+def sensor_run_tags(request: dg.RunRequest, sensor_name: str) -> dict[str, str]:
+    """The tags the sensor daemon gives the run it creates for `request` (its own tags, the
+    sensor's name, the run key: `_create_sensor_run` in `dagster._daemon.sensor`), without
+    the partition tags, which `execute_in_process(partition_key=...)` sets itself. For running
+    a request in process exactly as the daemon would have tagged it."""
+    tags = {
+        k: v for k, v in request.tags.items() if k not in (PARTITION_NAME_TAG, PARTITION_SET_TAG)
+    }
+    tags[SENSOR_NAME_TAG] = sensor_name
+    if request.run_key:
+        tags[RUN_KEY_TAG] = request.run_key
+    return tags
+
+
+def runs_with_run_key(instance: dg.DagsterInstance, run_key: str) -> list[dg.DagsterRun]:
+    """Runs created for `run_key` (the daemon skips a run request whose key has a run)."""
+    return list(instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: run_key})))
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One tick of a sensor or schedule, as the daemon recorded it."""
+
+    status: str  # "STARTED", "SKIPPED", "SUCCESS" or "FAILURE"
+    error: str | None
+    timestamp: float
+    end_timestamp: float | None
+    run_ids: tuple[str, ...]
+
+
+def instigator_ticks(instance: dg.DagsterInstance, name: str, kind: str = "sensor") -> list[Tick]:
+    """The recorded ticks (newest first) of the sensor (or, with kind="schedule", the
+    schedule) called `name`; [] before its first tick. Relies on `InstigatorType` and the
+    instigator state and tick records of the schedule storage."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    states = [
+        state
+        for state in instance.all_instigator_state(instigator_type=InstigatorType(kind.upper()))
+        if state.instigator_name == name
+    ]
+    if not states:
+        return []
+    return [
+        Tick(
+            status=tick.status.value,
+            error=str(tick.error) if tick.error else None,
+            timestamp=tick.timestamp,
+            end_timestamp=tick.end_timestamp,
+            run_ids=tuple(tick.run_ids),
+        )
+        for tick in instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id)
+    ]
+
+
+def unsafe_partition_key_parts(key: str) -> set[str]:
+    """What in `key` Dagster refuses in partition keys: substrings refused in any key ("...",
+    control characters) and characters refused in a multi-partitions dimension ("|", ",",
+    "[", "]"). Relies on `INVALID_PARTITION_SUBSTRINGS` and
+    `INVALID_STATIC_PARTITIONS_KEY_CHARACTERS`."""
+    from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+    from dagster._core.definitions.partitions.utils.multi import (
+        INVALID_STATIC_PARTITIONS_KEY_CHARACTERS,
+    )
+
+    found = {bad for bad in INVALID_PARTITION_SUBSTRINGS if bad in key}
+    return found | (INVALID_STATIC_PARTITIONS_KEY_CHARACTERS & set(key))
+
+
+def apply_dynamic_partitions_requests(
+    instance: dg.DagsterInstance,
+    requests: Sequence[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest],
+) -> None:
+    """Apply a tick's add/delete requests with the sensor daemon's own code (one existence
+    query per key, then the add or delete): `_handle_dynamic_partitions_requests` in
+    `dagster._daemon.sensor`, whose only use of its context is a logger and a result sink."""
+    from dagster._daemon.sensor import _handle_dynamic_partitions_requests
+
+    class _TickContext:
+        logger = logging.getLogger("hunyuan_assets.compat.sensor_daemon")
+
+        def add_dynamic_partitions_request_result(self, result: object) -> None:
+            pass
+
+    _handle_dynamic_partitions_requests(requests, instance, _TickContext())  # type: ignore[arg-type]
+
+
+@contextmanager
+def instance_with_recording_launcher() -> Iterator[dg.DagsterInstance]:
+    """A temporary instance on which no run executes: the runs a sensor requests are queued
+    (Dagster's test instance has a QueuedRunCoordinator, as our dagster.yaml does, and no
+    queue daemon runs), and a run launched anyway is only recorded (Dagster's test
+    `MockedRunLauncher`, named by its private module in the instance config)."""
+    launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
+    with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
+        yield instance
+
+
+def run_sensor_daemon_once(
+    instance: dg.DagsterInstance,
+    module_name: str,
+    working_directory: str,
+    attribute: str = "defs",
+    location_name: str = "hunyuan_assets",
+) -> None:
+    """One iteration of Dagster's own sensor daemon over the code location `module_name`
+    (loaded in a gRPC code server, as `dagster-daemon run` does): every running sensor ticks
+    once, its partitions are added and its runs created and submitted to the instance's run
+    coordinator. Relies on `execute_sensor_iteration`, `create_test_daemon_workspace_context`
+    and `ModuleTarget`."""
+    from dagster._core.test_utils import create_test_daemon_workspace_context
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.daemon import get_default_daemon_logger
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    target = ModuleTarget(
+        module_name=module_name,
+        attribute=attribute,
+        working_directory=working_directory,
+        location_name=location_name,
+    )
+    with create_test_daemon_workspace_context(target, instance) as workspace:
+        logger = get_default_daemon_logger("SensorDaemon")
+        list(execute_sensor_iteration(workspace, logger, None, None))
