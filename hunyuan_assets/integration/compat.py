@@ -14,7 +14,10 @@ What we rely on, and why:
 - per-partition latest storage ids / tags and check results from the event log storage, and the
   asset status cache: one query each for 10,000 partitions, where the public API would need one
   query per partition;
-- run statuses that count as "in progress".
+- run statuses that count as "in progress";
+- what a run worker records of its own process and how run monitoring fails a run whose worker
+  died (`run_health.py`): the "Started process for run (pid: N)" engine event, the pid on
+  STEP_WORKER_STARTED events, `add_run_tags`, `report_run_failed` and the `dagster/will_retry` tag.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
+    WILL_RETRY_TAG,
 )
 
 __all__ = [
@@ -47,6 +51,8 @@ __all__ = [
     "IN_PROGRESS_RUN_STATUSES",
     "PARTITION_NAME_TAG",
     "PartitionStatus",
+    "ProcessStart",
+    "WILL_RETRY_TAG",
     "input_data_version_tag",
     "input_event_pointer_tag",
     "latest_check_failed",
@@ -55,6 +61,10 @@ __all__ = [
     "partition_range_tags",
     "partition_status",
     "recent_check_results",
+    "report_run_failed",
+    "run_worker_start",
+    "step_process_starts",
+    "tag_run",
 ]
 
 
@@ -161,3 +171,66 @@ def recent_check_results(
             )
         )
     return results
+
+
+# ------------------------------------------------------------------------------ run workers
+
+
+@dataclass(frozen=True)
+class ProcessStart:
+    """A process a run recorded starting: its pid and when the event saying so was written."""
+
+    pid: int
+    logged_at: float  # the event's timestamp, seconds since the epoch
+
+
+# The run worker writes this engine event (with metadata {"pid": "<pid>"}) before it executes
+# anything, under every launcher that starts a worker process (dagster/_grpc/impl.py for the
+# DefaultRunLauncher's code-server subprocess, dagster/_cli/api.py for `dagster api execute_run`).
+_WORKER_STARTED_PREFIX = "Started process for run (pid: "
+# The worker's first engine events are the launch and its own start: a few suffice.
+_WORKER_EVENTS_SCANNED = 20
+
+
+def run_worker_start(instance: dg.DagsterInstance, run_id: str) -> ProcessStart | None:
+    """The run worker's pid, from the engine event the worker writes when it starts."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=_WORKER_EVENTS_SCANNED
+    ).records
+    for record in reversed(records):
+        event = record.event_log_entry.dagster_event
+        if event is None or not (event.message or "").startswith(_WORKER_STARTED_PREFIX):
+            continue
+        pid = event.engine_event_data.metadata.get("pid")
+        text = getattr(pid, "value", None)
+        if isinstance(text, str) and text.isdigit():
+            return ProcessStart(int(text), record.event_log_entry.timestamp)
+    return None
+
+
+def step_process_starts(instance: dg.DagsterInstance, run_id: str) -> list[ProcessStart]:
+    """Step subprocesses of a run (multiprocess executor): each STEP_WORKER_STARTED event is
+    written by the step's own process, and a DagsterEvent carries the pid that wrote it."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED
+    ).records
+    starts = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.pid is not None:
+            starts.append(ProcessStart(event.pid, record.event_log_entry.timestamp))
+    return starts
+
+
+def tag_run(instance: dg.DagsterInstance, run_id: str, tags: Mapping[str, str]) -> None:
+    """Add (or overwrite) tags of an existing run."""
+    instance.add_run_tags(run_id, dict(tags))
+
+
+def report_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message: str) -> None:
+    """Mark `run` failed the way run monitoring does for a run whose worker died
+    (dagster/_daemon/monitoring/run_monitoring.py, `monitor_started_run`): a RUN_FAILURE event
+    with a message and no failure reason. The instance then sets `dagster/will_retry` (when run
+    retries are enabled), which the daemon's run-retry consumer reads; only a STEP_FAILURE
+    reason is held back by `retry_on_asset_or_op_failure: false`."""
+    instance.report_run_failed(run, message)
