@@ -18,6 +18,9 @@ What we rely on, and why:
 - for the tests and benchmarks only (the last section): staleness as the UI computes it, the
   tags and ticks the sensor daemon writes, the daemon's partition adds and one daemon
   iteration, a launcher that records runs, and the characters partition keys must not hold.
+- what a run worker records of its own process and how run monitoring fails a run whose worker
+  died (`run_health.py`): the "Started process for run (pid: N)" engine event, the pid on
+  STEP_WORKER_STARTED events, `add_run_tags`, `report_run_failed` and the `dagster/will_retry` tag.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dagster._core.storage.tags import (
     PARTITION_SET_TAG,
     RUN_KEY_TAG,
     SENSOR_NAME_TAG,
+    WILL_RETRY_TAG,
 )
 from dagster_shared.check import CheckError
 
@@ -58,6 +62,8 @@ __all__ = [
     "PartitionStatus",
     "Tick",
     "apply_dynamic_partitions_requests",
+    "ProcessStart",
+    "WILL_RETRY_TAG",
     "input_data_version_tag",
     "input_event_pointer_tag",
     "instance_with_recording_launcher",
@@ -75,6 +81,10 @@ __all__ = [
     "sensor_run_tags",
     "stale_statuses",
     "unsafe_partition_key_parts",
+    "report_run_failed",
+    "run_worker_start",
+    "step_process_starts",
+    "tag_run",
 ]
 
 
@@ -343,3 +353,66 @@ def run_sensor_daemon_once(
     with create_test_daemon_workspace_context(target, instance) as workspace:
         logger = get_default_daemon_logger("SensorDaemon")
         list(execute_sensor_iteration(workspace, logger, None, None))
+
+
+# ------------------------------------------------------------------------------ run workers
+
+
+@dataclass(frozen=True)
+class ProcessStart:
+    """A process a run recorded starting: its pid and when the event saying so was written."""
+
+    pid: int
+    logged_at: float  # the event's timestamp, seconds since the epoch
+
+
+# The run worker writes this engine event (with metadata {"pid": "<pid>"}) before it executes
+# anything, under every launcher that starts a worker process (dagster/_grpc/impl.py for the
+# DefaultRunLauncher's code-server subprocess, dagster/_cli/api.py for `dagster api execute_run`).
+_WORKER_STARTED_PREFIX = "Started process for run (pid: "
+# The worker's first engine events are the launch and its own start: a few suffice.
+_WORKER_EVENTS_SCANNED = 20
+
+
+def run_worker_start(instance: dg.DagsterInstance, run_id: str) -> ProcessStart | None:
+    """The run worker's pid, from the engine event the worker writes when it starts."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ENGINE_EVENT, limit=_WORKER_EVENTS_SCANNED
+    ).records
+    for record in reversed(records):
+        event = record.event_log_entry.dagster_event
+        if event is None or not (event.message or "").startswith(_WORKER_STARTED_PREFIX):
+            continue
+        pid = event.engine_event_data.metadata.get("pid")
+        text = getattr(pid, "value", None)
+        if isinstance(text, str) and text.isdigit():
+            return ProcessStart(int(text), record.event_log_entry.timestamp)
+    return None
+
+
+def step_process_starts(instance: dg.DagsterInstance, run_id: str) -> list[ProcessStart]:
+    """Step subprocesses of a run (multiprocess executor): each STEP_WORKER_STARTED event is
+    written by the step's own process, and a DagsterEvent carries the pid that wrote it."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.STEP_WORKER_STARTED
+    ).records
+    starts = []
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.pid is not None:
+            starts.append(ProcessStart(event.pid, record.event_log_entry.timestamp))
+    return starts
+
+
+def tag_run(instance: dg.DagsterInstance, run_id: str, tags: Mapping[str, str]) -> None:
+    """Add (or overwrite) tags of an existing run."""
+    instance.add_run_tags(run_id, dict(tags))
+
+
+def report_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message: str) -> None:
+    """Mark `run` failed the way run monitoring does for a run whose worker died
+    (dagster/_daemon/monitoring/run_monitoring.py, `monitor_started_run`): a RUN_FAILURE event
+    with a message and no failure reason. The instance then sets `dagster/will_retry` (when run
+    retries are enabled), which the daemon's run-retry consumer reads; only a STEP_FAILURE
+    reason is held back by `retry_on_asset_or_op_failure: false`."""
+    instance.report_run_failed(run, message)

@@ -28,6 +28,7 @@ from hunyuan_assets.integration.assets import build_mesh_assets
 from hunyuan_assets.integration.jobs import MeshJobs, build_jobs
 from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
 from hunyuan_assets.integration.resource import Hunyuan3DResource, is_loopback
+from hunyuan_assets.integration.run_health import build_dead_run_sensor
 from hunyuan_assets.integration.schedules import build_compaction_schedule, build_refresh_schedule
 from hunyuan_assets.integration.sensors import build_image_sensor
 from hunyuan_assets.integration.settings import API_KEY_ENV, MeshDefsSettings
@@ -89,7 +90,15 @@ def build_mesh_pipeline(name: str, images: str, store: str, **options: Any) -> M
         settings=settings,
         assets=build_mesh_assets(settings),
         jobs=jobs,
-        sensors=[build_image_sensor(settings, jobs.meshes)],
+        sensors=[
+            build_image_sensor(settings, jobs.meshes),
+            # Under the local run launcher a killed run would stay STARTED and hold back its
+            # partitions' refreshes: this fails it, and run retries resume its predictions.
+            build_dead_run_sensor(
+                settings.job_name("dead_run_sensor"),
+                [job.name for job in jobs.all()],
+            ),
+        ],
         schedules=[
             build_refresh_schedule(settings, jobs.meshes),
             build_compaction_schedule(settings, jobs.compact_log),
