@@ -152,8 +152,8 @@ def test_budget_allows_one_prediction_and_fails_the_rest_naming_it(
     assert failed <= set(later.reasons)
 
     # a rerun with the budget spent submits nothing more
-    [again] = materialize_images(instance, pipeline, sorted(failed))
-    assert not again.success and emulator.stats()["submissions"] == 1
+    again = materialize_images(instance, pipeline, sorted(failed))  # 1 or 2 ranges
+    assert not any(r.success for r in again) and emulator.stats()["submissions"] == 1
 
     assert materialize_prediction_log(instance, pipeline).success
     summary = instance.get_latest_materialization_event(PREDICTION_LOG).asset_materialization

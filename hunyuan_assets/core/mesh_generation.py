@@ -425,18 +425,20 @@ class MeshGenerator:
                 # Another run (or a dead attempt) holds the claim and has no prediction id yet.
                 if self._claim_is_dead(record, time.monotonic() - started):
                     # Its run died between claiming and hearing back: reconcile it like a lost
-                    # answer (it never sent the POST if it left no in-flight marker).
+                    # answer, whether or not its POST left.
                     token = _token(prefix, record.generation)
                     sent = next(
                         (m for m in self.journal.markers("in_flight") if m.token == token), None
                     )
-                    lost = replace(sent, failed_at=None) if sent else None
+                    # Without its marker (a version that wrote none), the claim's own time
+                    # opens the window: the predictions list still tells what happened.
+                    lost = sent or SubmitMarker(token, record.partition_key, record.updated_at)
                     record = await self._put(
                         prefix,
                         record.evolve(
-                            state="uncertain" if lost else "failed",
+                            state="uncertain",
                             error="its run died while submitting",
-                            details=_with(lost, record) if lost else record.details,
+                            details=_with(lost, record),
                         ),
                     )
                     continue
