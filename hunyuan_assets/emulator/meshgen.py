@@ -299,6 +299,11 @@ def _export(
     low, high = vertices.min(0), vertices.max(0)
     vertices = (vertices - (low + high) / 2) / (high - low)[:2].max()  # centred, 1 unit across
     faces = np.concatenate([front, front[:, ::-1] + n])
+    # The outline's back vertices sit where its front ones do: one normal for both, so the
+    # rim shades as a smooth bulge, as a real (welded) mesh would, not as a seam.
+    shading = np.concatenate(
+        [np.arange(n), np.where(core[rows, cols], np.arange(n) + n, np.arange(n))]
+    )
     # glTF's UV origin is the image's top-left corner: v grows downwards, like rows
     uv = np.tile(np.stack([cols / grid, rows / grid], 1), (2, 1))
     images = [_encode(_painted(texture, spec), spec.texture_format)]
@@ -309,7 +314,8 @@ def _export(
     else:
         pbr.update(metallicFactor=0.0, roughnessFactor=0.8)
     material = {"name": "baseColor", "pbrMetallicRoughness": pbr, "doubleSided": False}
-    return _pack_glb(vertices, faces, uv, material, images, spec.texture_format)
+    normals = _vertex_normals(vertices, faces, shading)
+    return _pack_glb(vertices, normals, faces, uv, material, images, spec.texture_format)
 
 
 # ------------------------------------------------------------------------------ textures
@@ -362,20 +368,22 @@ _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _FLOAT, _UNSIGNED_SHORT, _UNSIGNED_INT = 5126, 5123, 5125
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (the face cross products summed per corner)."""
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray, shading: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (face cross products summed per corner), summed over
+    the vertices that `shading` maps to the same index."""
     corners = vertices[faces]
     cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    ids = faces.reshape(-1)
+    ids = shading[faces].reshape(-1)
     summed = np.stack(
         [np.bincount(ids, np.repeat(cross[:, k], 3), len(vertices)) for k in range(3)], 1
-    )
+    )[shading]
     length = np.linalg.norm(summed, axis=1, keepdims=True)
     return np.where(length > 1e-12, summed / np.maximum(length, 1e-12), [0.0, 0.0, 1.0])
 
 
 def _pack_glb(
     vertices: np.ndarray,
+    normals: np.ndarray,
     faces: np.ndarray,
     uv: np.ndarray,
     material: dict,
@@ -384,7 +392,7 @@ def _pack_glb(
 ) -> bytes:
     """One node, one mesh, one primitive; accessors in one BIN chunk, images after them."""
     positions = vertices.astype(np.float32)
-    normals = _vertex_normals(vertices, faces).astype(np.float32)
+    normals = normals.astype(np.float32)
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)  # unit in float32, for the validator
     small = len(vertices) < 0xFFFF  # 0xFFFF itself is the primitive-restart index
     indices = faces.astype(np.uint16 if small else np.uint32).reshape(-1)
