@@ -273,6 +273,11 @@ class _Emulator:
         if spool is not None:
             shutil.rmtree(spool, ignore_errors=True)
 
+    @property
+    def spool_dir(self) -> Path | None:
+        with self._cond:
+            return self._spool
+
     def _spool_file(self, kind: str, name: str) -> Path:
         """A path in the server's spool directory (made on first use)."""
         with self._cond:
@@ -893,6 +898,12 @@ class EmulatorServer:
 
     def stats(self) -> dict[str, Any]:
         return self._emulator.stats()
+
+    @property
+    def spool_dir(self) -> Path | None:
+        """The directory holding uploads (media/) and GLBs (outputs/): made on first use,
+        deleted by `stop`."""
+        return self._emulator.spool_dir
 
     def configure(self, **faults: Any) -> None:
         """Same body as `POST /_emulator/faults`; raises ValueError on a bad setting."""
