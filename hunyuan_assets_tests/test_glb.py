@@ -721,3 +721,29 @@ def test_realistic_emulator_mesh_inspects_and_previews() -> None:
     pixels = decode_png(analysis.preview_png)
     r, g, b = pixels[foreground(pixels)].T
     assert ((r > b + 60) & (g > b + 60)).mean() > 0.6  # a yellow duck
+
+
+def test_mesh_work_analyses_in_a_worker_process(tmp_path: Path, checker_sphere_glb: bytes) -> None:
+    import asyncio
+
+    from hunyuan_assets.core import mesh_work
+
+    good, bad = tmp_path / "mesh.glb", tmp_path / "bad.glb"
+    good.write_bytes(checker_sphere_glb)
+    bad.write_bytes(b"<html>502 Bad Gateway</html>")
+
+    async def both() -> MeshAnalysis:
+        analysis, failure = await asyncio.gather(
+            mesh_work.analyse(good, preview_size=128),
+            mesh_work.analyse(bad, preview_size=128),
+            return_exceptions=True,
+        )
+        assert isinstance(failure, MeshError) and "not a binary glTF" in str(failure)
+        assert isinstance(analysis, MeshAnalysis)
+        return analysis
+
+    try:
+        analysis = asyncio.run(both())
+    finally:
+        mesh_work.shutdown()
+    assert analysis == analyse_glb(good, preview_size=128)
