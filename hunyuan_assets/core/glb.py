@@ -337,10 +337,11 @@ class _Scene:
         return self._topology
 
     def cullable(self) -> bool:
-        """Closed and consistently wound: every face turned away from the viewer is hidden
-        by a nearer one, so the preview may skip them."""
+        """One placed mesh, closed and consistently wound: every face turned away from the
+        viewer is hidden by a nearer one, so the preview may skip them. (Several parts could
+        be wound opposite ways, e.g. a mirrored instance; they are drawn in full.)"""
         closed, consistent = self.topology()
-        return closed and consistent
+        return len(self.parts) == 1 and closed and consistent
 
     def stored_normals(self) -> np.ndarray | None:
         """World-space NORMAL per vertex when every placed part has them, else None."""
@@ -366,6 +367,8 @@ def _load(source: Path | bytes) -> _Scene:
     doc = _Document(glb)
     try:
         return _scene(doc)
+    except MeshError:
+        raise
     except _Malformed as exc:
         raise MeshError(f"{glb.label} could not be parsed as glTF: {exc}") from None
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
