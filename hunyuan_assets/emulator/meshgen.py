@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 GRID = 100  # cells across the square crop: at most 4 * GRID**2 faces, ~20-35k for a blob
 TEXTURE_PX = 512  # upstream works on a 512 px crop
@@ -251,7 +251,7 @@ def _texture(crop: Image.Image) -> Image.Image:
     alpha = np.asarray(crop.getchannel("A")) >= 128
     # The outermost pixels are anti-aliased against the old background (a pale rim on the
     # mesh's outline): trust colours only a few pixels inside the outline.
-    core = np.asarray(crop.getchannel("A").filter(ImageFilter.MinFilter(7))) >= 128
+    core = _eroded(alpha, 7)
     if core.sum() >= 0.25 * alpha.sum():
         alpha = core
     if alpha.any():  # average object colour per coarse cell, smoothly spread outwards
@@ -266,6 +266,15 @@ def _texture(crop: Image.Image) -> Image.Image:
     side = min(TEXTURE_PX, 1 << max(0, crop.width - 1).bit_length())  # a power of two
     texture = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), "RGB")
     return texture.resize((side, side), Image.Resampling.LANCZOS)
+
+
+def _eroded(mask: np.ndarray, size: int) -> np.ndarray:
+    """`mask` eroded by a size x size square: what Pillow's MinFilter does, as two 1-D passes
+    (2 ms instead of 20 for a 512 px crop)."""
+    r = size // 2
+    padded = np.pad(mask, r, mode="edge")
+    rows = np.logical_and.reduce([padded[:, i : i + mask.shape[1]] for i in range(size)])
+    return np.logical_and.reduce([rows[i : i + mask.shape[0]] for i in range(size)])
 
 
 def _resized(a: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:

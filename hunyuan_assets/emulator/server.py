@@ -423,24 +423,24 @@ class _Emulator:
                     break
             making.wait()  # another thread is making it; then look again (it may have failed)
         try:
-            glb = self._synthesis.submit(_make_glb, image, self.seed, profile).result()
-            glb = _corrupt(glb, corrupt)
+            try:
+                glb = self._synthesis.submit(_make_glb, image, self.seed, profile).result()
+            except ValueError as exc:
+                prefix = "input is not a decodable image"
+                message = str(exc) if str(exc).startswith(prefix) else f"{prefix}: {exc}"
+                raise _InputError(message) from exc
             path = self._spool_file("outputs", f"{key}.glb")
-            path.write_bytes(glb)
+            path.write_bytes(_corrupt(glb, corrupt))
             with self._cond:
                 self._outputs[key] = path
             return path
-        except ValueError as exc:
-            prefix = "input is not a decodable image"
-            message = str(exc) if str(exc).startswith(prefix) else f"{prefix}: {exc}"
-            raise _InputError(message) from exc
         finally:
             with self._cond:
                 self._in_progress.pop(key, None)
             making.set()
 
     def _fetch(self, url: str) -> bytes:
-        # Our own upload URLs are read from memory, so they work behind any port mapping.
+        # Our own upload URLs are read from the spool, so they work behind any port mapping.
         own = re.fullmatch(r"/_emulator/media/([^/]+)/([^/]+)", urlsplit(url).path)
         if own is not None:
             media = self.media(own.group(1), unquote(own.group(2)))
