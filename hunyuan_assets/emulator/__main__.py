@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=OUTPUT_PROFILES,
         default="small",
         help="small: quick test meshes; realistic: the real model's size (~40k faces, "
-        "2048 px PBR textures, ~4 MB)",
+        "2048 px PBR textures, ~3.5 MB)",
     )
     parser.add_argument(
         "--faults", default=None, help="JSON, the same body as POST /_emulator/faults"

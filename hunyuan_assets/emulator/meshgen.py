@@ -9,7 +9,7 @@ spends seconds on vertex normals without scipy).
 
 Two output profiles: "small" (a 512 px PNG texture, 5-35k faces: quick tests) and
 "realistic" (sized like upstream's output: ~40k faces, 2048 px JPEG base colour and
-metallic-roughness textures, ~4-5 MB), for measuring what real meshes cost downstream.
+metallic-roughness textures, ~3.5 MB), for measuring what real meshes cost downstream.
 """
 
 from __future__ import annotations

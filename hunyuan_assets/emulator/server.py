@@ -6,7 +6,7 @@ seconds; the GLB is made in a background thread from the fetched input image. Fa
 what a flaky network or an overloaded provider would show it.
 
 Bytes do not stay in memory: uploads and GLBs are spooled to a temporary directory the server
-owns (deleted on stop) and served from there, so a long run with realistic 4 MB outputs costs
+owns (deleted on stop) and served from there, so a long run with realistic 3.5 MB outputs costs
 disk, not RAM. Mesh synthesis runs at most one per CPU at a time, however many predictions
 are in flight: predictions queue for it instead of thrashing the machine.
 """
@@ -856,7 +856,7 @@ class EmulatorServer:
         output_profile: str = "small",
     ) -> None:
         """`output_profile` "small" makes quick test meshes; "realistic" makes them the size
-        of the real model's (~40k faces, 2048 px PBR textures, ~4 MB). Raises ValueError
+        of the real model's (~40k faces, 2048 px PBR textures, ~3.5 MB). Raises ValueError
         for an unknown profile."""
         self._address = (host, port)
         config = {"latency": latency, "jitter": jitter, "output_ttl": output_ttl}
