@@ -3,12 +3,12 @@ thumbnail) in the pipeline, at both output profiles; then whether analysing in a
 process pays against a thread while the same event loop does network work.
 
 Part 1 is CPU time (`time.process_time`), best of `--repeat`, per bundled sample picture.
-Part 2 runs `--meshes` realistic analyses, 2 at a time, while the event loop keeps
+Part 2 runs `--meshes` realistic analyses, `--parallel` at a time, while the event loop keeps
 `--http` HTTP requests to an emulator (its own process) in flight and a ticker measures how
 late the loop wakes up: with no analysis, with `asyncio.to_thread`, with `mesh_work.analyse`
 (a process pool).
 
-    python bench/bench_mesh.py [--repeat 5] [--meshes 24] [--http 4]
+    python bench/bench_mesh.py [--repeat 5] [--meshes 24] [--http 16] [--parallel 1]
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ async def _mode(
     url: str,
     http: int,
     seconds: float,
+    parallel: int,
 ) -> dict[str, float]:
     stop, lags, done = asyncio.Event(), [], [0]
     background = [
@@ -120,7 +121,7 @@ async def _mode(
     await asyncio.sleep(0.5)  # connections open, loop warm
     lags.clear()
     done[0] = 0
-    semaphore = asyncio.Semaphore(2)
+    semaphore = asyncio.Semaphore(parallel)
 
     async def one(path: Path) -> None:
         async with semaphore:
@@ -145,7 +146,7 @@ async def _mode(
     }
 
 
-async def part_two(meshes: list[Path], url: str, http: int) -> str:
+async def part_two(meshes: list[Path], url: str, http: int, parallel: int) -> str:
     from hunyuan_assets.core import mesh_work
     from hunyuan_assets.core.glb import analyse_glb
 
@@ -154,9 +155,12 @@ async def part_two(meshes: list[Path], url: str, http: int) -> str:
         "thread (asyncio.to_thread)": lambda p: asyncio.to_thread(analyse_glb, p),
         "process (mesh_work.analyse)": lambda p: mesh_work.analyse(p, preview_size=256),
     }
-    results = {name: await _mode(run, meshes, url, http, 0) for name, run in modes.items()}
+    results = {
+        name: await _mode(run, meshes, url, http, 0, parallel) for name, run in modes.items()
+    }
     seconds = statistics.fmean(r["elapsed"] for r in results.values())
-    results = {"none (HTTP only)": await _mode(None, meshes, url, http, seconds), **results}
+    alone = await _mode(None, meshes, url, http, seconds, parallel)
+    results = {"none (HTTP only)": alone, **results}
     mesh_work.shutdown()
     rows = [
         [
@@ -180,7 +184,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--meshes", type=int, default=24)
-    parser.add_argument("--http", type=int, default=4, help="HTTP requests kept in flight")
+    parser.add_argument("--http", type=int, default=16, help="HTTP requests kept in flight")
+    parser.add_argument("--parallel", type=int, default=1, help="analyses at a time")
     args = parser.parse_args()
     quiet()
     with temp_dir("bench-mesh-") as tmp:
@@ -191,7 +196,8 @@ def main() -> None:
         try:
             assert emulator.stdout is not None
             base_url = emulator.stdout.readline().strip().split("=", 1)[1]
-            pools = asyncio.run(part_two(realistic, f"{base_url}/_emulator/stats", args.http))
+            url = f"{base_url}/_emulator/stats"
+            pools = asyncio.run(part_two(realistic, url, args.http, args.parallel))
         finally:
             emulator.terminate()
             emulator.wait(timeout=30)
@@ -204,7 +210,8 @@ def main() -> None:
     )
     print(
         report(
-            f"analyse_glb in a thread or a process, {args.meshes} realistic meshes, 2 at a time",
+            f"analyse_glb in a thread or a process: {args.meshes} realistic meshes, "
+            f"{args.parallel} at a time",
             pools,
             [
                 f"The event loop also keeps {args.http} HTTP requests in flight (to an emulator "
