@@ -82,6 +82,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=20.0)
     parser.add_argument("--profile", default="small", choices=("small", "realistic"))
     parser.add_argument("--poll", type=float, default=1.0, help="fixed poll interval, s")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs the emulator (another checkout's .venv/bin/python, "
+        "to compare versions)",
+    )
     args = parser.parse_args()
     quiet()
     import httpx
@@ -89,9 +95,11 @@ def main() -> None:
     with temp_dir("bench-emulator-") as tmp:
         images = make_images(tmp / "images", args.images, salt=b"bench-emulator")
         (tmp / "out").mkdir()
-        command = [sys.executable, "-m", "hunyuan_assets.emulator", "--latency"]
-        command += [str(args.latency), "--output-profile", args.profile]
-        emulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        command = [args.python, "-m", "hunyuan_assets.emulator", "--latency", str(args.latency)]
+        if args.profile != "small":  # the default; older emulators do not know the flag
+            command += ["--output-profile", args.profile]
+        cwd = Path(args.python).resolve().parents[2] if args.python != sys.executable else ROOT
+        emulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd)
         try:
             assert emulator.stdout is not None
             base_url = emulator.stdout.readline().strip().split("=", 1)[1]
