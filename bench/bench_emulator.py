@@ -98,7 +98,8 @@ def main() -> None:
         command = [args.python, "-m", "hunyuan_assets.emulator", "--latency", str(args.latency)]
         if args.profile != "small":  # the default; older emulators do not know the flag
             command += ["--output-profile", args.profile]
-        cwd = Path(args.python).resolve().parents[2] if args.python != sys.executable else ROOT
+        # <checkout>/.venv/bin/python: run it in its checkout (not resolved: a venv links out)
+        cwd = Path(args.python).absolute().parents[2] if args.python != sys.executable else ROOT
         emulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd)
         try:
             assert emulator.stdout is not None
@@ -116,12 +117,15 @@ def main() -> None:
             emulator.wait(timeout=30)
         downloaded = sum(p.stat().st_size for p in (tmp / "out").iterdir())
 
-    late = stats["late_ms"]
+    late = stats.get("late_ms") or {"p50": None, "p95": None, "max": None}  # older emulators
     rows = [
         ["predictions completed", f"{stats['predictions']['completed']} / {args.images}"],
         [
             "emulator: finished after latency, p50 / p95 / max",
-            (f"{late['p50'] / 1000:.2f} / {late['p95'] / 1000:.2f} / {late['max'] / 1000:.2f} s"),
+            " / ".join(
+                "n/a" if late[k] is None else f"{late[k] / 1000:.2f}" for k in ("p50", "p95", "max")
+            )
+            + " s",
         ],
         [
             "client: wall per picture / latency, p50 / p95",
