@@ -30,6 +30,7 @@ __all__ = [
     "MeshAnalysis",
     "MeshError",
     "MeshInfo",
+    "thumbnail_of",
     "analyse_glb",
     "inspect_glb",
     "render_preview",
@@ -733,6 +734,12 @@ def _png(rgb: np.ndarray) -> bytes:
     # (the flat background compresses well at any level).
     Image.fromarray(rgb, "RGB").save(out, format="PNG", compress_level=1)
     return out.getvalue()
+
+
+def thumbnail_of(png: bytes, edge: int = 192) -> bytes:
+    """The JPEG thumbnail `analyse_glb` makes, from a stored preview PNG."""
+    with Image.open(io.BytesIO(png)) as image:
+        return _thumbnail(np.asarray(image.convert("RGB")), edge)
 
 
 def _thumbnail(rgb: np.ndarray, edge: int) -> bytes:

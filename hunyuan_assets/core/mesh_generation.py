@@ -34,8 +34,9 @@ from hunyuan_assets.client import (
     SubmissionUncertainError,
     WaveSpeedError,
 )
+from hunyuan_assets.core import mesh_work
 from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
-from hunyuan_assets.core.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.prediction_rows import (
     RowContext,
@@ -106,6 +107,10 @@ class GenerationPolicy:
     code_version: str = ""
     # How a submit whose answer was lost is resolved (reconciliation.py).
     reconcile: ReconcilePolicy = ReconcilePolicy()
+    # Mesh analysis (inspection + preview, ~20-50 ms of numpy) in worker processes instead of
+    # threads: pays when many predictions are in flight (bench/bench_mesh.py), costs ~65 MB
+    # a worker, and spawned workers need the main script's `if __name__ == "__main__":`.
+    analysis_in_processes: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,8 @@ class MeshOutcome:
     prediction: Prediction | None = None
     mesh_uri: str | None = None
     preview_uri: str | None = None
-    preview_png: bytes | None = None
+    # A small JPEG of the preview, to inline in metadata (the full PNG stays in the store).
+    thumbnail_jpeg: bytes | None = None
     info: MeshInfo | None = None
     nsfw: bool = False
     quarantined: bool = False
@@ -616,14 +622,17 @@ class MeshGenerator:
             local = Path(tmp) / "mesh.glb"
             await self._download(prediction, local, prefix, record)
             try:
-                info: MeshInfo | None = await asyncio.to_thread(inspect_glb, local)
-                png = await asyncio.to_thread(render_preview, local, size=self.policy.preview_size)
+                analysis = await self._analyse(local)
+                info, png, thumb = analysis.info, analysis.preview_png, analysis.thumbnail_jpeg
                 mesh_error = None
             except MeshError as exc:
                 # Paid for, so kept: the glb_valid check fails and the next attempt resubmits.
-                info, png, mesh_error = None, None, str(exc)
+                info, png, thumb, mesh_error = None, None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
-        preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png) if png else None
+        preview_uri = None
+        if png and thumb:
+            preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
+            await asyncio.to_thread(self.store.put_bytes, _thumbnail_key(png_key), thumb)
         details = _prediction_details(prediction, info)
         if mesh_error:
             details["mesh_error"] = mesh_error
@@ -643,7 +652,7 @@ class MeshGenerator:
             prediction=prediction,
             mesh_uri=mesh_uri,
             preview_uri=preview_uri,
-            preview_png=png,
+            thumbnail_jpeg=thumb,
             info=info,
             nsfw=nsfw,
             quarantined=quarantined,
@@ -655,6 +664,12 @@ class MeshGenerator:
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
+
+    async def _analyse(self, local: Path) -> MeshAnalysis:
+        size = self.policy.preview_size
+        if self.policy.analysis_in_processes:
+            return await mesh_work.analyse(local, preview_size=size)
+        return await asyncio.to_thread(analyse_glb, local, preview_size=size)
 
     def _mesh_keys(self, request: MeshRequest, quarantined: bool) -> tuple[str, str]:
         glb_key = mesh_key(request.image_sha256, self.policy.model, quarantined=quarantined)
@@ -679,13 +694,18 @@ class MeshGenerator:
 
     def _reused(self, request: MeshRequest, record: PredictionRecord) -> MeshOutcome:
         """A mesh for this exact picture is already stored: no API call, nothing paid."""
-        png = self.store.get_bytes(record.preview_key) if record.preview_key else None
+        thumb = None
+        if record.preview_key:
+            thumb = self.store.get_bytes(_thumbnail_key(record.preview_key))
+            if thumb is None:  # stored before thumbnails were: make it from the preview
+                png = self.store.get_bytes(record.preview_key)
+                thumb = thumbnail_of(png) if png else None
         outcome = MeshOutcome(
             request=request,
             status="reused",
             mesh_uri=self.store.uri_for(record.mesh_key or ""),
             preview_uri=self.store.uri_for(record.preview_key) if record.preview_key else None,
-            preview_png=png,
+            thumbnail_jpeg=thumb,
             nsfw=record.nsfw,
             quarantined=record.quarantined,
             reused_from=record.partition_key,
@@ -731,7 +751,7 @@ async def _follow(primary: asyncio.Task[MeshOutcome], request: MeshRequest) -> M
         status="reused" if first.ok else "failed",
         mesh_uri=first.mesh_uri,
         preview_uri=first.preview_uri,
-        preview_png=first.preview_png,
+        thumbnail_jpeg=first.thumbnail_jpeg,
         info=first.info,
         nsfw=first.nsfw,
         quarantined=first.quarantined,
@@ -824,3 +844,7 @@ def _marker_of(record: PredictionRecord, prefix: str) -> SubmitMarker:
         (failed - timedelta(seconds=60)).isoformat(),
         failed.isoformat(),
     )
+
+
+def _thumbnail_key(preview_key: str) -> str:
+    return preview_key.rsplit("/", 1)[0] + "/thumbnail.jpg"

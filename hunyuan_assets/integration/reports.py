@@ -5,7 +5,6 @@ registration or `MeshOutcome` into the events it yields (log rows are written by
 """
 
 import base64
-import io
 from collections.abc import Iterator
 
 import dagster as dg
@@ -107,8 +106,8 @@ def mesh_metadata(outcome: MeshOutcome, model: str) -> dict:
         "wavespeed.inference_seconds": round((d.get("inference_ms") or 0) / 1000, 3),
         "wavespeed.cost_usd": outcome.cost_usd,
     }
-    if outcome.preview_png:
-        metadata["preview"] = dg.MetadataValue.md(preview_markdown(outcome.preview_png))
+    if outcome.thumbnail_jpeg:
+        metadata["preview"] = dg.MetadataValue.md(preview_markdown(outcome.thumbnail_jpeg))
     return {k: v for k, v in metadata.items() if v is not None}
 
 
@@ -132,18 +131,10 @@ def source_metadata(registration: Registration) -> dict:
     return metadata
 
 
-def preview_markdown(png: bytes, edge: int = 192) -> str:
-    """A small JPEG thumbnail inline: every event carries it, so it is kept to a few KB (the
-    full-size PNG stays in the store beside the mesh)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        thumb = image.convert("RGB")
-        thumb.thumbnail((edge, edge))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=82)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"![preview](data:image/jpeg;base64,{encoded})"
+def preview_markdown(thumbnail_jpeg: bytes) -> str:
+    """The thumbnail inline: every event carries it, so it is a few KB (the full-size PNG
+    stays in the store beside the mesh)."""
+    return f"![preview](data:image/jpeg;base64,{base64.b64encode(thumbnail_jpeg).decode()})"
 
 
 def summary_markdown(stats: dict) -> str:
