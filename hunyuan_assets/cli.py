@@ -14,6 +14,7 @@ import dagster as dg
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.integration.compat import single_process_instance_yaml
 from hunyuan_assets.integration.factory import build_mesh_pipeline
 from hunyuan_assets.integration.lineage import latest_materializations
 
@@ -59,6 +60,8 @@ def _api_base_url(latency: float) -> Iterator[str]:
 def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():  # a new demo home; never replace a user's own
+        (home / "dagster.yaml").write_text(single_process_instance_yaml(str(home)))
     store = args.store or str(home / "hunyuan_store")
     with (
         _api_base_url(args.latency) as base_url,
