@@ -78,6 +78,30 @@ def dagster_home(parent: Path) -> Iterator:
             os.environ["DAGSTER_HOME"] = previous
 
 
+BENCH_PIPELINE = "bench"  # the name of every benchmark's pipeline (asset keys bench/meshes, ...)
+
+
+def bench_pipeline(images: Path | str, store: Path | str, base_url: str, **options):
+    """The shipping pipeline (`build_mesh_pipeline`, shipping defaults unless `options` say
+    otherwise) named `bench`, over `images` and `store`, against the API at `base_url`."""
+    from hunyuan_assets.integration.factory import build_mesh_pipeline
+
+    return build_mesh_pipeline(
+        BENCH_PIPELINE, images=str(images), store=str(store), base_url=base_url, **options
+    )
+
+
+def image_keys(pipeline) -> list[str]:
+    """The partition keys of the pipeline's images, in listing order."""
+    images = pipeline.resources[pipeline.settings.images_resource]
+    return [ref.partition_key for ref in images.open().list_images()]
+
+
+def prediction_log_of(pipeline):
+    """The pipeline's PredictionLog (in its mesh store)."""
+    return pipeline.resources[pipeline.settings.mesh_store_resource].prediction_log()
+
+
 @contextmanager
 def temp_dir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:

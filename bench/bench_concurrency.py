@@ -19,7 +19,9 @@ from pathlib import Path
 from _common import (
     QUIET_RUN_CONFIG,
     Timer,
+    bench_pipeline,
     dagster_home,
+    image_keys,
     machine,
     make_images,
     quiet,
@@ -54,20 +56,16 @@ class InFlightSampler:
 
 
 def _level(instance, tmp: Path, images: Path, concurrency: int, latency: float) -> dict:
-    from hunyuan_assets.definitions import build_resources
     from hunyuan_assets.emulator import EmulatorServer
     from hunyuan_assets.integration.backfill import materialize_images
 
     with EmulatorServer(latency=latency) as emulator:
-        resources = build_resources(
-            images=str(images),
-            store=str(tmp / f"store-c{concurrency}"),
-            base_url=emulator.base_url,
-            max_concurrency=concurrency,
+        pipeline = bench_pipeline(
+            images, tmp / f"store-c{concurrency}", emulator.base_url, max_concurrency=concurrency
         )
-        keys = [ref.partition_key for ref in resources["images"].open().list_images()]
+        keys = image_keys(pipeline)
         with InFlightSampler(emulator) as sampler, Timer() as timer:
-            results = materialize_images(instance, resources, keys, run_config=QUIET_RUN_CONFIG)
+            results = materialize_images(instance, pipeline, keys, run_config=QUIET_RUN_CONFIG)
         stats = emulator.stats()
     if not all(r.success for r in results):
         raise SystemExit(f"the run at max_concurrency {concurrency} failed")

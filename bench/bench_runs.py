@@ -3,13 +3,15 @@
 Both modes materialize `source_images` + `meshes` for the same number of distinct pictures
 through `materialize_images` (in-process runs, a persistent SQLite instance in a temporary
 DAGSTER_HOME), against the in-process emulator at the same latency, with the shipping
-resource defaults (`build_resources`: max_concurrency 2, adaptive polling from 2 s).
+pipeline defaults (`build_mesh_pipeline("bench", ...)`: max_concurrency 2, adaptive polling
+from 2 s).
 Each mode has its own store and its own salted copies of the images, so neither reuses a
 mesh (ours or the emulator's cache). A one-image warm-up run first pays the one-off
 import/first-run costs for both.
 
 "Dagster overhead" is the wall time outside the `image_meshes` step (run launch, event
 writes, teardown), read from the run's STEP_START / STEP_SUCCESS|FAILURE event timestamps.
+Every mode runs the same pipeline (`bench`) with its own images and store.
 
     python bench/bench_runs.py [--images 12] [--latency 0.5]
 """
@@ -25,9 +27,12 @@ from pathlib import Path
 from _common import (
     QUIET_RUN_CONFIG,
     Timer,
+    bench_pipeline,
     dagster_home,
+    image_keys,
     machine,
     make_images,
+    prediction_log_of,
     quiet,
     report,
     table,
@@ -72,28 +77,24 @@ def _step_seconds(instance, run_id: str) -> float:
 
 
 def _run_mode(name, instance, emulator, tmp: Path, count: int, per_image: bool) -> ModeResult:
-    from hunyuan_assets.core.log import PredictionLog
-    from hunyuan_assets.definitions import build_resources
     from hunyuan_assets.integration.backfill import materialize_images
 
     folder = tmp / name / "images"
     make_images(folder, count, salt=name.encode())
-    resources = build_resources(
-        images=str(folder), store=str(tmp / name / "store"), base_url=emulator.base_url
-    )
-    keys = [ref.partition_key for ref in resources["images"].open().list_images()]
+    pipeline = bench_pipeline(folder, tmp / name / "store", emulator.base_url)
+    keys = image_keys(pipeline)
     before = emulator.stats()
     results = []
     with Timer() as timer:
         if per_image:
             for key in keys:
                 results += materialize_images(
-                    instance, resources, [key], run_config=QUIET_RUN_CONFIG
+                    instance, pipeline, [key], run_config=QUIET_RUN_CONFIG
                 )
         else:
-            results += materialize_images(instance, resources, keys, run_config=QUIET_RUN_CONFIG)
+            results += materialize_images(instance, pipeline, keys, run_config=QUIET_RUN_CONFIG)
     after = emulator.stats()
-    log = PredictionLog(resources["mesh_store"].open()).read()
+    log = prediction_log_of(pipeline).read()
     return ModeResult(
         name=name,
         runs=len(results),
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> str:
         "client-observed prediction times / predictions in flight (2 in one run, 1 per-image); "
         "overhead = wall - that (uploads, downloads, GLB checks and previews, log and record "
         "writes, Dagster events and run launch). Run start+end = wall time outside the "
-        "`image_meshes` step, from the run's event timestamps.",
+        "`bench_image_meshes` step, from the run's event timestamps.",
         "Median prediction s is the client-observed submit-to-completed time: it is set by the "
         "poll schedule (first poll at once, then after 2 s), not by the emulator's latency.",
     ]

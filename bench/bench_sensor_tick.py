@@ -1,24 +1,24 @@
 """How long one image-sensor tick takes over 10,000 images in a folder, and Dagster's share.
 
 N (10,000) distinct pictures (the bundled samples, each with 4 bytes appended) in one folder,
-a persistent SQLite instance (temporary DAGSTER_HOME) and the shipping definitions
-(`build_definitions`, sensor limits as shipped). Every tick is evaluated by Dagster itself,
+a temporary SQLite instance and the shipping pipeline (`build_mesh_pipeline("bench", ...)`,
+sensor limits as shipped). Every tick is evaluated by Dagster itself,
 `SensorDefinition.evaluate_tick`, which is what the code server runs under the 60 s deadline
 (it also resolves and checks the run requests' partition keys), and its add requests are then
-applied by the sensor daemon's own `_handle_dynamic_partitions_requests`, which asks
-`has_dynamic_partition` once per key before adding (it runs in the daemon, outside the 60 s).
+applied by the sensor daemon's own code (`compat.apply_dynamic_partitions_requests`), which
+asks `has_dynamic_partition` once per key before adding (in the daemon, outside the 60 s).
 
 Phases, each timed:
   first ticks     until every image is a partition (`new_partitions_per_tick` per tick)
   steady          nothing changed
   touched+changed 100 files touched (same bytes) and 10 rewritten with new content
-  cursor lost     no cursor, `--registered` images registered by `source_images` (reported as
-                  runless materializations first): the fallback compares with what was
-                  registered and requests the rest again
+  cursor lost     no cursor, `--registered` images registered by `source_images` (written to
+                  the mesh store first, as its runs keep them): the fallback compares with what
+                  was registered and requests the rest again
   no limit        a fresh instance, all N in one tick: sensor + daemon add, for comparison
   daemon          a fresh instance, the first tick through the real sensor daemon iteration
-                  (`execute_sensor_iteration`, the sensor in a gRPC code server, runs created
-                  with a launcher that does not execute them): partitions added, runs created
+                  (`compat.run_sensor_daemon_once`: the project's code location, HUNYUAN_NAME=
+                  bench, in a gRPC code server; runs created and queued, never executed)
 
     python bench/bench_sensor_tick.py [--images 10000] [--registered 2000] [--no-daemon]
 """
@@ -34,22 +34,30 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-from _common import ROOT, Timer, machine, quiet, report, sample_images, table, temp_dir
-from dagster._core.definitions.dynamic_partitions_request import (
-    AddDynamicPartitionsRequest,
+from _common import (
+    BENCH_PIPELINE,
+    ROOT,
+    Timer,
+    bench_pipeline,
+    machine,
+    quiet,
+    report,
+    sample_images,
+    table,
+    temp_dir,
 )
-from dagster._daemon.sensor import _handle_dynamic_partitions_requests
-
-from hunyuan_assets.definitions import build_definitions
 
 # hunyuan_assets after _common, which puts this checkout on sys.path
-from hunyuan_assets.integration.assets import IMAGES, SOURCE_IMAGES
-from hunyuan_assets.integration.sensors import (
-    SensorCursor,
-    SensorLimits,
-    build_image_sensor,
-    image_sensor,
+from hunyuan_assets.core.registered_images import RegisteredImages
+from hunyuan_assets.core.registration import Registration
+from hunyuan_assets.core.sources import ImageInfo
+from hunyuan_assets.integration.compat import (
+    apply_dynamic_partitions_requests,
+    instance_with_recording_launcher,
+    instigator_ticks,
+    run_sensor_daemon_once,
 )
+from hunyuan_assets.integration.sensors import SensorCursor, SensorLimits, build_image_sensor
 
 NO_API = "http://127.0.0.1:9"  # ticks never call the API
 
@@ -64,15 +72,6 @@ def make_pictures(folder: Path, count: int) -> list[Path]:
         path.write_bytes(samples[i % len(samples)] + i.to_bytes(4, "big"))
         paths.append(path)
     return paths
-
-
-class DaemonTickContext:
-    """What `_handle_dynamic_partitions_requests` needs from the daemon's tick context."""
-
-    logger = logging.getLogger("bench.sensor_daemon")
-
-    def add_dynamic_partitions_request_result(self, result) -> None:
-        self.result = result
 
 
 class Ticker:
@@ -91,9 +90,7 @@ class Ticker:
             with Timer() as evaluating:
                 data = self.sensor.evaluate_tick(context)
         with Timer() as adding:
-            _handle_dynamic_partitions_requests(
-                data.dynamic_partitions_requests, self.instance, DaemonTickContext()
-            )
+            apply_dynamic_partitions_requests(self.instance, data.dynamic_partitions_requests)
         return data, evaluating.seconds, adding.seconds
 
 
@@ -101,24 +98,25 @@ def keys_added(data) -> int:
     return sum(
         len(r.partition_keys)
         for r in data.dynamic_partitions_requests
-        if isinstance(r, AddDynamicPartitionsRequest)
+        if isinstance(r, dg.AddDynamicPartitionsRequest)
     )
 
 
-def register_all(instance: dg.DagsterInstance, folder: Path, count: int) -> float:
-    """Report a source_images materialization per image, as a run would (sha256, data version)."""
-    keys = instance.get_dynamic_partitions(IMAGES)[:count]
+def register_all(instance: dg.DagsterInstance, pipeline, count: int) -> float:
+    """Keep a registration per image in the mesh store, as a source_images run does (sha256,
+    fingerprint; the sensor reads nothing else of it). Dimensions are not decoded (0 x 0)."""
+    settings = pipeline.settings
+    keys = set(instance.get_dynamic_partitions(settings.partitions)[:count])
+    source = pipeline.resources[settings.images_resource].open()
+    store = pipeline.resources[settings.mesh_store_resource].open()
+    registry = RegisteredImages(store, settings.name)
     with Timer() as timer:
-        for key in keys:
-            sha = hashlib.sha256((folder / key).read_bytes()).hexdigest()
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    SOURCE_IMAGES,
-                    partition=key,
-                    metadata={"sha256": sha},
-                    tags={"dagster/data_version": sha},
-                )
-            )
+        for ref in source.list_images():
+            if ref.partition_key not in keys:
+                continue
+            data = source.read_bytes(ref)
+            info = ImageInfo(hashlib.sha256(data).hexdigest(), len(data), 0, 0, "PNG")
+            registry.put(Registration(ref, info=info, image_url="https://not-used.invalid/"))
     return timer.seconds
 
 
@@ -134,50 +132,29 @@ def v1_cursor_bytes(known: dict) -> int:
 
 def through_daemon(tmp: Path, folder: Path) -> list[list[str]]:
     """The first tick through Dagster's sensor daemon, the sensor in a gRPC code server."""
-    from dagster._core.scheduler.instigation import InstigatorType
-    from dagster._core.test_utils import create_test_daemon_workspace_context, instance_for_test
-    from dagster._core.workspace.load_target import ModuleTarget
-    from dagster._daemon.daemon import get_default_daemon_logger
-    from dagster._daemon.sensor import execute_sensor_iteration
-
     os.environ.update(
+        HUNYUAN_NAME=BENCH_PIPELINE,
         HUNYUAN_IMAGES=str(folder),
         HUNYUAN_STORE=str(tmp / "daemon_store"),
         WAVESPEED_BASE_URL=NO_API,
     )
-    overrides = {
-        "run_launcher": {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
-    }
-    target = ModuleTarget(
-        module_name="hunyuan_assets.definitions",
-        attribute="defs",
-        working_directory=str(ROOT),
-        location_name="hunyuan_assets",
-    )
-    with instance_for_test(overrides=overrides) as instance:
-        with create_test_daemon_workspace_context(target, instance) as workspace:
-            logger = get_default_daemon_logger("SensorDaemon")
-            for name in ("dagster.daemon", "dagster.code_server", logger.name):
-                logging.getLogger(name).setLevel(logging.ERROR)
-            with Timer() as iteration:
-                list(execute_sensor_iteration(workspace, logger, None, None))
-        [state] = [
-            s
-            for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-            if s.instigator_name == "image_sensor"
-        ]
-        [tick] = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+    for name in ("dagster.daemon", "dagster.code_server"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with instance_with_recording_launcher() as instance:
+        with Timer() as iteration:
+            run_sensor_daemon_once(instance, "hunyuan_assets.definitions", str(ROOT))
+        [tick] = instigator_ticks(instance, f"{BENCH_PIPELINE}_image_sensor")
         runs = instance.get_run_records()
-        partitions = len(instance.get_dynamic_partitions(IMAGES))
+        partitions = len(instance.get_dynamic_partitions(f"{BENCH_PIPELINE}_images"))
         # The run row is written before its planned events (one per asset and partition).
         run_created = min(r.create_timestamp.timestamp() for r in runs) if runs else tick.timestamp
         return [
             [
                 "daemon: first tick, one iteration",
                 f"{iteration.seconds:.2f}",
-                f"{tick.status.value}: +{partitions} partitions, {len(runs)} run(s); tick start "
+                f"{tick.status}: +{partitions} partitions, {len(runs)} run(s); tick start "
                 f"-> run row {run_created - tick.timestamp:.1f} s (evaluation over gRPC + adds), "
-                f"-> tick end {tick.end_timestamp - run_created:.1f} s (planned events + launch)",
+                f"-> tick end {tick.end_timestamp - run_created:.1f} s (planned events + queueing)",
             ]
         ]
 
@@ -189,8 +166,8 @@ def main() -> None:
         "--registered",
         type=int,
         default=2000,
-        help="images registered (runless source_images materializations, ~9 ms each on "
-        "SQLite) before the cursor-lost tick; the others are requested again",
+        help="images registered (kept in the mesh store, as source_images runs keep them) "
+        "before the cursor-lost tick; the others are requested again",
     )
     parser.add_argument(
         "--no-daemon", action="store_true", help="skip the tick through the sensor daemon"
@@ -208,13 +185,14 @@ def main() -> None:
             paths = make_pictures(folder, count)
         size_mb = sum(p.stat().st_size for p in paths) / 2**20
         store = tmp / "store"
-        defs = build_definitions(images=str(folder), store=str(store), base_url=NO_API)
+        pipeline = bench_pipeline(folder, store, NO_API)
+        partitions = pipeline.settings.partitions
 
         with dg.instance_for_test() as instance:
-            ticker = Ticker(instance, defs, image_sensor)
+            ticker = Ticker(instance, pipeline.definitions, pipeline.sensors[0])
             cursor = None
             tick_no = 0
-            while len(instance.get_dynamic_partitions(IMAGES)) < count:
+            while len(instance.get_dynamic_partitions(partitions)) < count:
                 tick_no += 1
                 data, seconds, adding = ticker.tick(cursor)
                 cursor = data.cursor
@@ -258,28 +236,28 @@ def main() -> None:
             rows.append(["steady again", f"{seconds:.2f}", f"{len(data.run_requests)} run(s)"])
 
             cursor_obj = SensorCursor.decode(cursor)
-            snapshot = store / "sensor_state" / "image_sensor"
+            snapshot = store / "sensor_state" / pipeline.sensors[0].name
             snapshot_bytes = sum(p.stat().st_size for p in snapshot.rglob("slot-*.json.gz")) // 2
-            full_known = _read_known(store, cursor_obj)
-            report_seconds = register_all(instance, folder, registered)
+            full_known = _read_known(snapshot, cursor_obj)
+            report_seconds = register_all(instance, pipeline, registered)
             data, seconds, _ = ticker.tick(None)
             rows.append(
                 [
                     f"cursor lost, {registered} registered",
                     f"{seconds:.2f}",
                     f"{len(data.run_requests)} run(s) for {count - registered} unregistered "
-                    f"image(s) (reporting the registrations took {report_seconds:.0f} s)",
+                    f"image(s) (keeping the registrations took {report_seconds:.1f} s)",
                 ]
             )
 
         with dg.instance_for_test() as instance:
+            pipeline2 = bench_pipeline(folder, tmp / "store2", NO_API)
             unlimited = build_image_sensor(
-                limits=SensorLimits(new_partitions_per_tick=count, images_per_run=count)
+                pipeline2.settings,
+                pipeline2.jobs.meshes,
+                SensorLimits(new_partitions_per_tick=count, images_per_run=count),
             )
-            defs2 = build_definitions(
-                images=str(folder), store=str(tmp / "store2"), base_url=NO_API
-            )
-            data, seconds, adding = Ticker(instance, defs2, unlimited).tick(None)
+            data, seconds, adding = Ticker(instance, pipeline2.definitions, unlimited).tick(None)
             rows.append(
                 [
                     f"no limit: all {count} in one tick",
@@ -309,13 +287,13 @@ def main() -> None:
     )
 
 
-def _read_known(store: Path, cursor: SensorCursor | None) -> dict:
+def _read_known(snapshot: Path, cursor: SensorCursor | None) -> dict:
     import gzip
     import json
 
     if cursor is None:
         return {}
-    [path] = (store / "sensor_state" / "image_sensor").rglob(f"slot-{cursor.slot}.json.gz")
+    [path] = snapshot.rglob(f"slot-{cursor.slot}.json.gz")
     return json.loads(gzip.decompress(path.read_bytes()))["known"]
 
 

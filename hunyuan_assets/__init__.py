@@ -1,68 +1,71 @@
 """hunyuan_assets: images -> textured 3D meshes with WaveSpeed AI's Hunyuan3D v2.1, in Dagster.
 
-Layers, lowest first:
-  client       WaveSpeed v3 over httpx (sync + async), Prediction, typed errors; no Dagster
-  resource     Hunyuan3DResource: Dagster configuration -> client
-  assets       source_images -> meshes -> prediction_log, partitioned by image
-  sensors, schedules   new/changed images -> runs; refresh of failed/stale; log compaction
-  definitions  the wiring `dagster dev` loads (`hunyuan_assets.definitions:defs`)
+Adopt it in your own Dagster project in one of two ways:
+  - YAML: `dg scaffold defs hunyuan_assets.MeshesComponent defs/products` (a `defs.yaml`);
+  - Python: `build_mesh_defs("products", images="s3://...", store="s3://...")`.
+Both build one complete pipeline (assets, checks, jobs, sensor, schedules, resources) whose
+names all start with its name, so several sit side by side.
 
-The public names below are imported on first use (PEP 562), so `hunyuan_assets.client` and
-the emulator load in a fraction of a second without importing Dagster.
+Layers, lowest first (each folder imports only from those above it in this list):
+  client/       the WaveSpeed v3 API over httpx (sync + async), Prediction, typed errors; no Dagster
+  emulator/     a local WaveSpeed v3 API that makes real GLBs; no Dagster
+  core/         images, mesh store, prediction records, parquet log, GLB checks; no Dagster
+  integration/  the Dagster layer: resources, assets, sensors, schedules, factory, component
+
+Names are imported on first use (PEP 562), so the client and the emulator load without Dagster.
 """
 
+from __future__ import annotations
+
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hunyuan_assets.client import (
+        AsyncHunyuan3DClient,
+        ClientSettings,
+        Hunyuan3DClient,
+        Prediction,
+        SubmissionUncertainError,
+        WaveSpeedError,
+    )
+    from hunyuan_assets.core.log import PredictionLog
+    from hunyuan_assets.core.store import MeshStore, open_mesh_store
+    from hunyuan_assets.emulator import EmulatorServer
+    from hunyuan_assets.integration.component import MeshesComponent
+    from hunyuan_assets.integration.factory import build_mesh_defs
+    from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
+    from hunyuan_assets.integration.resource import Hunyuan3DResource
 
 _PUBLIC = {
-    # the WaveSpeed client (no Dagster)
-    "Hunyuan3DClient": "client",
-    "AsyncHunyuan3DClient": "client",
-    "ClientSettings": "client",
-    "Timeouts": "client",
-    "PollPolicy": "client",
-    "HttpRetryPolicy": "client",
-    "Prediction": "client",
-    "GenerationResult": "client",
-    "DEFAULT_BASE_URL": "client",
-    "DEFAULT_MODEL": "client",
-    # its errors
-    "WaveSpeedError": "client",
-    "AuthenticationError": "client",
-    "RateLimitedError": "client",
-    "InvalidInputError": "client",
-    "UploadTooLargeError": "client",
-    "PredictionNotFoundError": "client",
-    "PredictionFailedError": "client",
-    "PredictionTimeoutError": "client",
-    "ServerError": "client",
-    "ApiConnectionError": "client",
-    "SubmissionUncertainError": "client",
-    "OutputDownloadError": "client",
-    "OutputExpiredError": "client",
-    "OutputTooLargeError": "client",
-    # Dagster resources
+    # adopting the integration
+    "build_mesh_defs": "integration.factory",
+    "MeshesComponent": "integration.component",
+    # Dagster resources, for assets of your own
     "Hunyuan3DResource": "integration.resource",
     "ImagesResource": "integration.locations",
     "MeshStoreResource": "integration.locations",
-    # the asset graph
-    "images_partitions": "integration.assets",
-    "image_meshes": "integration.assets",
-    "prediction_log": "integration.assets",
-    "SOURCE_IMAGES": "integration.assets",
-    "MESHES": "integration.assets",
-    "MeshesConfig": "integration.assets",
-    # automation
-    "image_sensor": "integration.sensors",
-    "refresh_schedule": "integration.schedules",
-    "compaction_schedule": "integration.schedules",
-    # storage
-    "PredictionLog": "core.log",
-    "PredictionLogRow": "core.log",
+    # the WaveSpeed client and its errors (no Dagster)
+    "Hunyuan3DClient": "client",
+    "AsyncHunyuan3DClient": "client",
+    "ClientSettings": "client",
+    "Prediction": "client",
+    "WaveSpeedError": "client",
+    "SubmissionUncertainError": "client",
+    # reading what was made
     "MeshStore": "core.store",
+    "open_mesh_store": "core.store",
+    "PredictionLog": "core.log",
+    # offline
+    "EmulatorServer": "emulator",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "AsyncHunyuan3DClient", "ClientSettings", "EmulatorServer", "Hunyuan3DClient",
+    "Hunyuan3DResource", "ImagesResource", "MeshStore", "MeshStoreResource", "MeshesComponent",
+    "Prediction", "PredictionLog", "SubmissionUncertainError", "WaveSpeedError",
+    "build_mesh_defs", "open_mesh_store",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -70,3 +73,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'hunyuan_assets' has no attribute {name!r}")
     return getattr(importlib.import_module(f"hunyuan_assets.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    # `dg list components` finds MeshesComponent by dir() on this module (registry entry point).
+    return sorted({*globals(), *_PUBLIC})

@@ -6,22 +6,19 @@ import argparse
 import contextlib
 import os
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
-# The assets use per-partition checks and single-run backfills on purpose (preview/beta in
-# Dagster 1.13); the demo's user should see the meshes, not those notices.
-for _category in (dg.PreviewWarning, dg.BetaWarning, dg.SupersessionWarning):
-    warnings.filterwarnings("ignore", category=_category)
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.integration.compat import single_process_instance_yaml
+from hunyuan_assets.integration.factory import build_mesh_pipeline
+from hunyuan_assets.integration.lineage import latest_materializations
 
-from hunyuan_assets.core.sources import SAMPLES_DIR  # noqa: E402
-from hunyuan_assets.definitions import build_resources  # noqa: E402
-from hunyuan_assets.integration.assets import MESHES  # noqa: E402
-from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log  # noqa: E402
-from hunyuan_assets.integration.lineage import latest_materializations  # noqa: E402
+DEMO_PIPELINE = "demo"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         "--latency", type=float, default=1.0, help="emulated prediction time in seconds"
     )
     demo.add_argument(
-        "--log-level", default="WARNING", help="Dagster console log level (DEBUG shows every event)"
+        "--log-level",
+        default="CRITICAL",
+        help="Dagster console log level (the summary says why each failed image failed; ERROR "
+        "adds Dagster's failure events with their stack traces, DEBUG shows every event)",
     )
     args = parser.parse_args(argv)
     return run_demo(args)
@@ -60,6 +60,8 @@ def _api_base_url(latency: float) -> Iterator[str]:
 def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():  # a new demo home; never replace a user's own
+        (home / "dagster.yaml").write_text(single_process_instance_yaml(str(home)))
     store = args.store or str(home / "hunyuan_store")
     with (
         _api_base_url(args.latency) as base_url,
@@ -68,25 +70,44 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"API:        {base_url}")
         print(f"images:     {args.images}")
         print(f"dagster:    {home}")
-        resources = build_resources(
-            images=args.images, store=store, base_url=base_url, max_concurrency=args.concurrency
+        pipeline = build_mesh_pipeline(
+            DEMO_PIPELINE,
+            images=args.images,
+            store=store,
+            base_url=base_url,
+            max_concurrency=args.concurrency,
+            s3_endpoint_url=os.environ.get("HUNYUAN_S3_ENDPOINT_URL") or None,
         )
-        refs = resources["images"].open().list_images()
+        images = pipeline.resources[pipeline.settings.images_resource]
+        listing = images.open().scan()
+        refs = listing.images
+        for path, why in listing.skipped:  # never silently ignored
+            print(f"skipped:    {path}: {why}")
         if not refs:
             print(f"no images found in {args.images}", file=sys.stderr)
             return 2
         keys = [ref.partition_key for ref in refs]
         quiet = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-        results = materialize_images(instance, resources, keys, run_config=quiet)
-        log_result = materialize_prediction_log(instance, resources, run_config=quiet)
+        results = materialize_images(instance, pipeline, keys, run_config=quiet)
+        log_result = materialize_prediction_log(instance, pipeline, run_config=quiet)
         ok = all(r.success for r in results) and log_result.success
-        failed = _print_summary(instance, keys, store)
+        mesh_store = pipeline.resources[pipeline.settings.mesh_store_resource]
+        meshes = pipeline.settings.meshes_key
+        failed = _print_summary(instance, meshes, keys, store, mesh_store.prediction_log())
     return 0 if ok and not failed else 1
 
 
-def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) -> int:
-    """One line per image from its latest mesh materialization; returns how many have none."""
-    events = latest_materializations(instance, MESHES, keys)
+def _print_summary(
+    instance: dg.DagsterInstance,
+    meshes: dg.AssetKey,
+    keys: list[str],
+    store: str,
+    log: PredictionLog,
+) -> int:
+    """One line per image from its latest mesh materialization, or why it has none (the last
+    error the prediction log holds for it); returns how many have none."""
+    events = latest_materializations(instance, meshes, keys)
+    errors = _last_errors(log) if len(events) < len(keys) else {}
     store_prefix = f"{Path(store).resolve().as_uri()}/" if "://" not in store else f"{store}/"
     failed = 0
     print(f"\n{'image':<28} {'status':<10} {'faces':>7} {'wall s':>7}  mesh (in the store)")
@@ -94,7 +115,8 @@ def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) ->
         event = events.get(key)
         if event is None:
             failed += 1
-            print(f"{key:<28} {'FAILED':<10} {'':>7} {'':>7}  see the run log and prediction log")
+            why = _one_line(errors.get(key) or "no error logged; run with --log-level ERROR")
+            print(f"{key:<28} {'FAILED':<10} {'':>7} {'':>7}  {why}")
             continue
         meta = event.metadata
         where = str(meta.get("mesh_uri", "")).removeprefix(store_prefix)
@@ -105,6 +127,19 @@ def _print_summary(instance: dg.DagsterInstance, keys: list[str], store: str) ->
     print(f"prediction log: {store}/prediction_log  (pandas.read_parquet)")
     print(f"{len(keys) - failed} of {len(keys)} image(s) have a mesh")
     return failed
+
+
+def _last_errors(log: PredictionLog) -> dict[str, str]:
+    """partition -> the error of its latest log row, where that row has one. The log's errors
+    never hold the API key or image data (PredictionLogRow's rule), so they can be shown."""
+    rows = log.read()  # oldest first
+    latest = rows.drop_duplicates("partition_key", keep="last").dropna(subset=["error"])
+    return dict(zip(latest["partition_key"], latest["error"].astype(str), strict=True))
+
+
+def _one_line(text: str, width: int = 110) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 if __name__ == "__main__":

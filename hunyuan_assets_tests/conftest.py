@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -90,3 +90,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):
     client = request.getfixturevalue("s3_client")
     bucket = request.getfixturevalue("s3_bucket")
     return S3MeshStore(client, bucket, "team/meshes")
+
+
+@pytest.fixture
+def tick_log(capfd) -> Callable[[], str]:
+    """What sensors and schedules wrote to their tick log so far. Outside the daemon Dagster's
+    instigation logger only has its console handler, so read the console."""
+    seen: list[str] = []
+
+    def read() -> str:
+        out, err = capfd.readouterr()
+        seen.append(out + err)
+        return "".join(seen)
+
+    return read

@@ -7,36 +7,31 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from hunyuan_assets.core.glb import inspect_glb
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
-from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.integration.assets import MESHES, SOURCE_IMAGES
-from hunyuan_assets.integration.backfill import (
-    ALL_ASSETS,
-    materialize_images,
-    materialize_prediction_log,
-)
+from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.integration.compat import stale_statuses
 from hunyuan_assets.integration.lineage import latest_materializations
-from hunyuan_assets_tests.helpers import check_results, failed_partitions
-
-
-def resources_for(emulator, images: Path | str, store: Path | str, **kw) -> dict:
-    return build_resources(images=str(images), store=str(store), base_url=emulator.base_url, **kw)
-
-
-def partition_keys(resources: dict) -> list[str]:
-    return [ref.partition_key for ref in resources["images"].open().list_images()]
+from hunyuan_assets_tests.helpers import (
+    MESHES,
+    PREDICTION_LOG,
+    SOURCE_IMAGES,
+    check_results,
+    failed_partitions,
+    mesh_store_of,
+    partition_keys,
+    pipeline_for,
+)
 
 
 def test_single_run_materializes_every_image_with_lineage(emulator, instance, images_dir, tmp_path):
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
-    keys = partition_keys(resources)
-    results = materialize_images(instance, resources, keys)
+    pipeline = pipeline_for(emulator, images_dir, store_dir)
+    keys = partition_keys(pipeline)
+    results = materialize_images(instance, pipeline, keys)
 
     assert len(results) == 1 and results[0].success
     assert emulator.stats()["submissions"] == 3
@@ -60,7 +55,7 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
         assert inspect_glb(glb).faces == meta["faces"]
         # per-partition provenance: the mesh records which source version it was made from
         assert (
-            events[key].tags["dagster/input_data_version/source_images"]
+            events[key].tags["dagster/input_data_version/test/source_images"]
             == sources[key].metadata["sha256"]
         )
     assert not list(store_dir.rglob(".*.tmp*")), "no temporary files left in the store"
@@ -73,8 +68,8 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
     direct = pd.read_parquet(store_dir / "prediction_log")
     assert len(direct) == 3
 
-    assert materialize_prediction_log(instance, resources).success
-    summary = instance.get_latest_materialization_event(dg.AssetKey("prediction_log"))
+    assert materialize_prediction_log(instance, pipeline).success
+    summary = instance.get_latest_materialization_event(PREDICTION_LOG)
     meta = summary.asset_materialization.metadata
     assert meta["dagster/row_count"].value == 3
     assert "status: completed | 3" in meta["summary"].value
@@ -82,10 +77,10 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
 
 def test_rerun_and_identical_pictures_never_pay_twice(emulator, instance, images_dir, tmp_path):
     shutil.copy(images_dir / "mug.png", images_dir / "mug copy.png")
-    resources = resources_for(emulator, images_dir, tmp_path / "store")
-    keys = partition_keys(resources)
+    pipeline = pipeline_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(pipeline)
     assert len(keys) == 4
-    assert all(r.success for r in materialize_images(instance, resources, keys))
+    assert all(r.success for r in materialize_images(instance, pipeline, keys))
     assert emulator.stats()["submissions"] == 3  # the copy shares the original's prediction
 
     events = latest_materializations(instance, MESHES, keys)
@@ -95,7 +90,7 @@ def test_rerun_and_identical_pictures_never_pay_twice(emulator, instance, images
     assert events[copy_key].metadata["mesh_uri"] == events["mug.png"].metadata["mesh_uri"]
 
     # a second run of everything: all reused from the store, no new prediction
-    assert all(r.success for r in materialize_images(instance, resources, keys))
+    assert all(r.success for r in materialize_images(instance, pipeline, keys))
     assert emulator.stats()["submissions"] == 3
     statuses = {
         k: v.metadata["status"] for k, v in latest_materializations(instance, MESHES, keys).items()
@@ -105,10 +100,9 @@ def test_rerun_and_identical_pictures_never_pay_twice(emulator, instance, images
 
 def test_sharing_can_be_turned_off(emulator, instance, images_dir, tmp_path):
     shutil.copy(images_dir / "mug.png", images_dir / "mug2.png")
-    resources = resources_for(emulator, images_dir, tmp_path / "store")
-    keys = partition_keys(resources)
-    config = {"ops": {"image_meshes": {"config": {"reuse_identical_images": False}}}}
-    assert all(r.success for r in materialize_images(instance, resources, keys, run_config=config))
+    pipeline = pipeline_for(emulator, images_dir, tmp_path / "store", reuse_identical_images=False)
+    keys = partition_keys(pipeline)
+    assert all(r.success for r in materialize_images(instance, pipeline, keys))
     assert emulator.stats()["submissions"] == 4
     events = latest_materializations(instance, MESHES, keys)
     assert events["mug2.png"].metadata["mesh_uri"] != events["mug.png"].metadata["mesh_uri"]
@@ -120,9 +114,9 @@ def test_one_bad_image_fails_alone(emulator, instance, images_dir, tmp_path):
     (images_dir / "doomed.png").write_bytes((images_dir / "doomed.png").read_bytes() + b"x")
     emulator.configure(fail_tasks={"match": "doomed", "error": "model crashed on this input"})
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
-    keys = partition_keys(resources)
-    [result] = materialize_images(instance, resources, keys)
+    pipeline = pipeline_for(emulator, images_dir, store_dir)
+    keys = partition_keys(pipeline)
+    [result] = materialize_images(instance, pipeline, keys)
 
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -152,10 +146,9 @@ def test_one_bad_image_fails_alone(emulator, instance, images_dir, tmp_path):
 def test_nsfw_policies(emulator, instance, images_dir, tmp_path, policy):
     emulator.configure(nsfw={"match": "duck"})
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
-    keys = partition_keys(resources)
-    config = {"ops": {"image_meshes": {"config": {"nsfw_policy": policy}}}}
-    [result] = materialize_images(instance, resources, keys, run_config=config)
+    pipeline = pipeline_for(emulator, images_dir, store_dir, nsfw_policy=policy)
+    keys = partition_keys(pipeline)
+    [result] = materialize_images(instance, pipeline, keys)
 
     assert result.success is (policy != "fail")
     assert check_results(instance, "not_nsfw")["duck.png"] is False
@@ -181,56 +174,54 @@ def test_nsfw_policies(emulator, instance, images_dir, tmp_path, policy):
 
 
 def test_face_budget_check_fails_when_over_budget(emulator, instance, images_dir, tmp_path):
-    resources = resources_for(emulator, images_dir, tmp_path / "store")
-    keys = partition_keys(resources)
-    config = {"ops": {"image_meshes": {"config": {"max_faces": 500}}}}
-    assert all(r.success for r in materialize_images(instance, resources, keys, run_config=config))
+    pipeline = pipeline_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(pipeline)
+    # a per-run override of the pipeline's face budget, as the launchpad would send it
+    config = {"ops": {"test_image_meshes": {"config": {"max_faces": 500}}}}
+    assert all(r.success for r in materialize_images(instance, pipeline, keys, run_config=config))
     assert check_results(instance, "face_budget") == {k: False for k in keys}
     assert check_results(instance, "glb_valid") == {k: True for k in keys}
 
 
 def test_mesh_is_stale_after_its_image_changes(emulator, instance, images_dir, tmp_path):
-    resources = resources_for(emulator, images_dir, tmp_path / "store")
-    keys = partition_keys(resources)
-    assert all(r.success for r in materialize_images(instance, resources, keys))
-    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
-    assert {k: resolver.get_status(MESHES, k).value for k in keys} == dict.fromkeys(keys, "FRESH")
+    pipeline = pipeline_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(pipeline)
+    assert all(r.success for r in materialize_images(instance, pipeline, keys))
+    statuses = stale_statuses(instance, pipeline.assets, MESHES, keys)
+    assert statuses == dict.fromkeys(keys, "FRESH")
 
     # same bytes re-registered: still fresh (data version = content hash, not timestamp)
     assert all(
-        r.success for r in materialize_images(instance, resources, keys, selection=[SOURCE_IMAGES])
+        r.success for r in materialize_images(instance, pipeline, keys, selection=[SOURCE_IMAGES])
     )
-    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
-    assert resolver.get_status(MESHES, "mug.png").value == "FRESH"
+    assert stale_statuses(instance, pipeline.assets, MESHES, ["mug.png"]) == {"mug.png": "FRESH"}
 
     shutil.copy(SAMPLES_DIR / "planet.png", images_dir / "mug.png")  # new content, same name
     assert all(
-        r.success for r in materialize_images(instance, resources, keys, selection=[SOURCE_IMAGES])
+        r.success for r in materialize_images(instance, pipeline, keys, selection=[SOURCE_IMAGES])
     )
-    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
-    assert resolver.get_status(MESHES, "mug.png").value == "STALE"
-    assert resolver.get_status(MESHES, "duck.png").value == "FRESH"
+    statuses = stale_statuses(instance, pipeline.assets, MESHES, ["mug.png", "duck.png"])
+    assert statuses == {"mug.png": "STALE", "duck.png": "FRESH"}
 
-    assert all(r.success for r in materialize_images(instance, resources, ["mug.png"]))
-    resolver = get_stale_status_resolver(instance, ALL_ASSETS)
-    assert resolver.get_status(MESHES, "mug.png").value == "FRESH"
+    assert all(r.success for r in materialize_images(instance, pipeline, ["mug.png"]))
+    assert stale_statuses(instance, pipeline.assets, MESHES, ["mug.png"]) == {"mug.png": "FRESH"}
     assert emulator.stats()["submissions"] == 4
 
 
-def test_s3_images_and_s3_store(
-    emulator, instance, s3_client, s3_bucket, moto_endpoint, monkeypatch
-):
-    monkeypatch.setenv("HUNYUAN_S3_ENDPOINT_URL", moto_endpoint)
+def test_s3_images_and_s3_store(emulator, instance, s3_client, s3_bucket, moto_endpoint):
     for name in ("mug.png", "vase.jpg"):
         s3_client.put_object(
             Bucket=s3_bucket, Key=f"photos/in/{name}", Body=(SAMPLES_DIR / name).read_bytes()
         )
-    resources = resources_for(
-        emulator, f"s3://{s3_bucket}/photos", f"s3://{s3_bucket}/meshes-store"
+    pipeline = pipeline_for(
+        emulator,
+        f"s3://{s3_bucket}/photos",
+        f"s3://{s3_bucket}/meshes-store",
+        s3_endpoint_url=moto_endpoint,
     )
-    keys = partition_keys(resources)
+    keys = partition_keys(pipeline)
     assert keys == ["in__mug.png", "in__vase.jpg"]
-    [result] = materialize_images(instance, resources, keys)
+    [result] = materialize_images(instance, pipeline, keys)
     assert result.success
     assert emulator.stats()["uploads"] == 0  # presigned URLs, fetched by the API from S3
     stored = [
@@ -240,7 +231,7 @@ def test_s3_images_and_s3_store(
     assert sum(k.endswith("mesh.glb") for k in stored) == 2
     assert sum(k.endswith("preview.png") for k in stored) == 2
     assert any(k.startswith("meshes-store/prediction_log/date=") for k in stored)
-    store = resources["mesh_store"].open()
+    store = mesh_store_of(pipeline)
     assert sorted(PredictionLog(store).read()["partition_key"]) == keys
     events = latest_materializations(instance, MESHES, keys)
     assert events["in__mug.png"].metadata["mesh_uri"].startswith(f"s3://{s3_bucket}/meshes-store/")
@@ -251,10 +242,10 @@ def test_api_key_never_leaks(emulator, instance, images_dir, tmp_path, monkeypat
     monkeypatch.setenv("WAVESPEED_API_KEY", secret)
     emulator.configure(fail_tasks={"match": "vase", "error": "boom"})
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
-    assert isinstance(resources["hunyuan3d"].api_key, dg.EnvVar)
-    keys = partition_keys(resources)
-    [result] = materialize_images(instance, resources, keys)
+    pipeline = pipeline_for(emulator, images_dir, store_dir)
+    assert isinstance(pipeline.resources["test_hunyuan3d"].api_key, dg.EnvVar)
+    keys = partition_keys(pipeline)
+    [result] = materialize_images(instance, pipeline, keys)
     assert not result.success  # the vase failed, so error paths ran too
     for record in instance.get_records_for_run(result.run_id).records:
         assert secret not in str(record.event_log_entry)
@@ -277,9 +268,9 @@ def test_mesh_checks_fail_on_a_broken_output(
 ):
     emulator.configure(corrupt_output={"match": "vase", "error": how})
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
-    keys = partition_keys(resources)
-    assert all(r.success for r in materialize_images(instance, resources, keys))
+    pipeline = pipeline_for(emulator, images_dir, store_dir)
+    keys = partition_keys(pipeline)
+    assert all(r.success for r in materialize_images(instance, pipeline, keys))
     for name in ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface"):
         results = check_results(instance, name)
         assert results["vase.jpg"] is (name not in failing), name
@@ -315,8 +306,8 @@ def test_a_dead_leftover_prediction_is_logged_when_replaced(
     )
     store = open_mesh_store(str(store_dir))
     PredictionRecords(store).put(record_prefix(sha, DEFAULT_MODEL), leftover)
-    resources = resources_for(emulator, images_dir, store_dir)
-    assert all(r.success for r in materialize_images(instance, resources, ["mug.png"]))
+    pipeline = pipeline_for(emulator, images_dir, store_dir)
+    assert all(r.success for r in materialize_images(instance, pipeline, ["mug.png"]))
     assert emulator.stats()["submissions"] == 1
 
     log = PredictionLog(store).read().sort_values("attempt")
@@ -331,8 +322,8 @@ def test_expired_output_fails_clearly_and_the_next_run_pays_once(
 ):
     emulator.configure(output_ttl=0)  # outputs expire the moment they complete
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
-    [result] = materialize_images(instance, resources, ["mug.png"])
+    pipeline = pipeline_for(emulator, images_dir, store_dir)
+    [result] = materialize_images(instance, pipeline, ["mug.png"])
     assert not result.success
     log = PredictionLog(open_mesh_store(str(store_dir))).read()
     [row] = log.to_dict("records")
@@ -340,7 +331,7 @@ def test_expired_output_fails_clearly_and_the_next_run_pays_once(
     assert "output URLs expire" in row["error"] and "is gone" in row["error"]
 
     emulator.configure(output_ttl=None)
-    [result] = materialize_images(instance, resources, ["mug.png"])
+    [result] = materialize_images(instance, pipeline, ["mug.png"])
     assert result.success
     assert emulator.stats()["submissions"] == 2  # exactly one new prediction
     assert (
@@ -356,8 +347,8 @@ def test_a_429_storm_is_ridden_out(emulator, instance, images_dir, tmp_path):
             {"endpoint": "result", "kind": "429", "count": 6, "retry_after": 0.2},
         ]
     )
-    resources = resources_for(emulator, images_dir, tmp_path / "store")
-    keys = partition_keys(resources)
-    assert all(r.success for r in materialize_images(instance, resources, keys))
+    pipeline = pipeline_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(pipeline)
+    assert all(r.success for r in materialize_images(instance, pipeline, keys))
     stats = emulator.stats()
     assert stats["submissions"] == 3 and stats["faults_injected"] == 10

@@ -55,6 +55,7 @@ from hunyuan_assets.client import (
     UploadTooLargeError,
     WaveSpeedError,
 )
+from hunyuan_assets.client import http as client_http
 from hunyuan_assets.client.protocol import (
     _WaitPlan,
     backoff_delay,
@@ -112,6 +113,30 @@ def client(emulator, api_key: str) -> Iterator[Hunyuan3DClient]:
 @pytest.fixture
 def image_url(client: Hunyuan3DClient, image_path: Path) -> str:
     return client.upload(image_path)
+
+
+class Naps:
+    """Stands in for the `time` module of the sync client: records each sleep it asks for, and
+    still sleeps."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        time.sleep(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def naps(monkeypatch: pytest.MonkeyPatch) -> Naps:
+    """The delays the sync client chose, exactly: assertions on them hold on a loaded machine,
+    where wall-clock durations only have lower bounds."""
+    recorder = Naps()
+    monkeypatch.setattr(client_http, "time", recorder)
+    return recorder
 
 
 def requests_to(emulator, endpoint: str) -> int:
@@ -459,42 +484,46 @@ def test_generate_uploads_submits_waits_and_downloads(
     assert (stats["uploads"], stats["submissions"], stats["output_downloads"]) == (1, 1, 1)
 
 
-def test_polling_interval_grows_until_the_cap(emulator, api_key: str, image_path: Path) -> None:
+def test_polling_interval_grows_until_the_cap(
+    emulator, api_key: str, image_path: Path, naps: Naps
+) -> None:
     poll = PollPolicy(initial_interval=0.02, max_interval=0.32, multiplier=2.0, deadline=20.0)
-    poll_times: list[float] = []
+    polls: list[Prediction] = []
 
     def on_poll(p: Prediction) -> None:
-        poll_times.append(time.monotonic())
-        if len(poll_times) == 6:  # the mesh is made by now; let the task finish
+        polls.append(p)
+        if len(polls) == 6:  # the mesh is made by now; let the task finish
             emulator.configure(hold=False)
 
     with Hunyuan3DClient(settings_for(emulator.base_url, api_key, poll=poll)) as client:
         url = client.upload(image_path)
         emulator.configure(hold=True)
         prediction = client.submit(url)
-        started = time.monotonic()
         done = client.wait(prediction, on_poll=on_poll)
 
-    gaps = [b - a for a, b in zip([started, *poll_times], poll_times, strict=False)]
-    expected = [0.02, 0.04, 0.08, 0.16, 0.32, 0.32, 0.32]  # x2 each time, capped at 0.32
-    # Lower bounds: every nap is at least the schedule's; upper: early polls are quick and
-    # the cap holds (slack for a loaded machine).
-    for gap, want in zip(gaps, expected, strict=False):
-        assert gap >= want * 0.9, gaps
-    assert gaps[0] < 0.15 and max(gaps) < 0.32 + 0.5, gaps
-    assert done.succeeded and done.polls == len(poll_times) >= 7
+    # One nap before each poll (a fresh Prediction is first polled after initial_interval),
+    # x2 each time, capped at 0.32.
+    schedule = [0.02, 0.04, 0.08, 0.16, 0.32] + [0.32] * (len(naps.seconds) - 5)
+    assert naps.seconds == pytest.approx(schedule)
+    assert done.succeeded and done.polls == len(polls) == len(naps.seconds) >= 7
     assert emulator.stats()["result_requests"] == done.polls
 
 
 def test_deadline_raises_resumable_timeout_then_wait_by_id(
-    client: Hunyuan3DClient, emulator, image_url, api_key: str
+    client: Hunyuan3DClient, emulator, image_url, api_key: str, naps: Naps
 ) -> None:
     emulator.configure(hold=True)
     prediction = client.submit(image_url)
     started = time.monotonic()
     with pytest.raises(PredictionTimeoutError) as caught:
         client.wait(prediction, deadline=0.3)
-    assert 0.3 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.3  # not before the deadline
+    # ... and not long after it: the naps follow FAST_POLL's schedule, the last one clipped so
+    # that together they never sleep past the deadline; then one last poll, and the error.
+    assert len(naps.seconds) >= 2 and sum(naps.seconds) <= 0.3 + 1e-9, naps.seconds
+    assert naps.seconds[:2] == pytest.approx([0.05, 0.1])
+    assert caught.value.prediction is not None
+    assert caught.value.prediction.polls == len(naps.seconds)
     error = caught.value
     assert error.prediction_id == prediction.id and error.transient
     assert error.status in ("created", "processing") and error.prediction is not None
@@ -510,16 +539,15 @@ def test_deadline_raises_resumable_timeout_then_wait_by_id(
 
 
 def test_429_storm_honours_retry_after(
-    client: Hunyuan3DClient, emulator, image_url, caplog: pytest.LogCaptureFixture
+    client: Hunyuan3DClient, emulator, image_url, caplog: pytest.LogCaptureFixture, naps: Naps
 ) -> None:
     prediction = client.submit(image_url)
     emulator.configure(
         rules=[{"endpoint": "result", "kind": "429", "count": 3, "retry_after": 0.1}]
     )
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    started = time.monotonic()
     assert client.get(prediction.id).id == prediction.id
-    assert time.monotonic() - started >= 0.3  # 3 x Retry-After, not 3 x base_delay (0.01)
+    assert naps.seconds == pytest.approx([0.1] * 3)  # Retry-After, not base_delay (0.01)
     retries = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
     assert len(retries) == 3
     assert all("in 0.10s" in r.getMessage() and "429" in r.getMessage() for r in retries)
@@ -662,14 +690,13 @@ def test_max_bytes_is_enforced_while_streaming(scripted, api_key, tmp_path) -> N
     assert scripted.hits["/big.glb"] == 2
 
 
-def test_download_retries_503_honouring_retry_after(scripted, api_key, tmp_path) -> None:
+def test_download_retries_503_honouring_retry_after(scripted, api_key, tmp_path, naps) -> None:
     scripted.script["/m.glb"] = [Reply(503, headers={"Retry-After": "0.2"}), Reply(200, b"glTF..")]
     scripted.script["/gone.glb"] = [Reply(410, b"gone")]
     settings = settings_for(scripted.base_url, api_key, max_download_bytes=10)
     with Hunyuan3DClient(settings) as client:
-        started = time.monotonic()
         assert client.download(f"{scripted.base_url}/m.glb", tmp_path / "m.glb") == 6
-        assert time.monotonic() - started >= 0.2
+        assert naps.seconds == pytest.approx([0.2])
         with pytest.raises(OutputExpiredError):
             client.download(f"{scripted.base_url}/gone.glb", tmp_path / "gone.glb")
     assert (tmp_path / "m.glb").read_bytes() == b"glTF.." and scripted.hits["/m.glb"] == 2

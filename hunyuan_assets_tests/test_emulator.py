@@ -687,3 +687,75 @@ def test_official_sdk_works_unchanged_after_a_restart_and_its_tasks_are_listed(e
     with httpx.Client(base_url=emulator.base_url, headers=headers) as api:
         listed = list_page(api, status="completed")["items"]
     assert [i["outputs"] for i in listed] == [after["outputs"]]  # the restart forgot `before`
+
+
+# -- storage and output size ----------------------------------------------------------------------
+def test_uploads_and_outputs_live_on_disk_until_stop():
+    with EmulatorServer(latency=0.1) as emulator:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=10) as client:
+            first, second = png_bytes((200, 40, 40)), png_bytes((40, 40, 200))
+            ticket = client.post("/api/v3/media/uploads", json={"filename": "a.png"}).json()
+            put = ticket["data"]["upload"]
+            assert httpx.put(put["url"], content=first).status_code == 200
+            # Uploading again replaces the bytes behind the same download URL.
+            assert httpx.put(put["url"], content=second).status_code == 200
+            media_url = ticket["data"]["download_url"]
+            assert httpx.get(media_url).content == second
+            ids = [submit(client, media_url)["id"] for _ in range(2)]
+            done = [wait_status(client, i, "completed") for i in ids]
+            glbs = [httpx.get(d["outputs"][0]).content for d in done]
+        spool = emulator.spool_dir
+        assert spool is not None
+        assert [p.read_bytes() for p in (spool / "media").iterdir()] == [second]
+        # The same picture twice: made once, stored once, served to both predictions.
+        outputs = list((spool / "outputs").iterdir())
+        assert len(outputs) == 1 and glbs == [outputs[0].read_bytes()] * 2
+        assert glbs[0][:4] == b"glTF"
+    assert not spool.exists()
+    assert emulator.spool_dir is None
+
+
+def test_output_profile_realistic_from_the_constructor():
+    with EmulatorServer(latency=0.1, output_profile="realistic") as emulator:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=30) as client:
+            prediction = submit(client, upload(client, png_bytes()))
+            done = wait_status(client, prediction["id"], "completed")
+            glb = httpx.get(done["outputs"][0], timeout=30).content
+    assert len(glb) > 2 * 2**20
+    assert b"image/jpeg" in glb[:4096] and b"metallicRoughnessTexture" in glb[:4096]
+
+
+def test_output_profile_is_a_setting_like_the_faults(emulator, api):
+    base = emulator.base_url
+    assert httpx.get(f"{base}/_emulator/faults").json()["output_profile"] == "small"
+    small = wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+    bad = httpx.post(f"{base}/_emulator/faults", json={"output_profile": "huge", "latency": 9})
+    assert bad.status_code == 400 and "output_profile" in bad.json()["message"]
+    assert httpx.get(f"{base}/_emulator/faults").json()["latency"] == 0.2  # nothing changed
+    answer = httpx.post(f"{base}/_emulator/faults", json={"output_profile": "realistic"})
+    assert answer.json()["output_profile"] == "realistic"
+    big = wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+    sizes = [len(httpx.get(d["outputs"][0], timeout=30).content) for d in (small, big)]
+    assert sizes[0] < 2**20 < 2 * 2**20 < sizes[1]
+    emulator.reset()
+    assert httpx.get(f"{base}/_emulator/faults").json()["output_profile"] == "small"
+    with pytest.raises(ValueError, match="output_profile"):
+        EmulatorServer(output_profile="medium")
+
+
+def test_cli_rejects_an_unknown_output_profile(capsys):
+    from hunyuan_assets.emulator.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--output-profile", "medium"])
+    assert exited.value.code == 2
+    assert "--output-profile" in capsys.readouterr().err
+
+
+def test_stats_say_how_late_predictions_finished(emulator, api):
+    assert emulator.stats()["late_ms"] == {"finished": 0, "p50": None, "p95": None, "max": None}
+    wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+    late = emulator.stats()["late_ms"]
+    assert late["finished"] == 1 and 0 <= late["p50"] == late["max"]

@@ -12,11 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 from trimesh.visual import TextureVisuals
 from trimesh.visual.material import PBRMaterial
 
-from hunyuan_assets.core.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.core.glb import (
+    MeshAnalysis,
+    MeshError,
+    MeshInfo,
+    analyse_glb,
+    inspect_glb,
+    render_preview,
+)
 
 # Largest channel difference from the corner pixel that still counts as background.
 BACKGROUND_TOLERANCE = 6
@@ -360,7 +367,7 @@ def test_light_comes_from_the_upper_left() -> None:
 
 def test_vertex_colours_are_used_without_a_texture() -> None:
     mesh = trimesh.creation.icosphere(subdivisions=3)
-    mesh.visual.face_colors = [30, 180, 40, 255]  # exported as COLOR_0
+    mesh.visual.vertex_colors = [30, 180, 40, 255]  # exported as COLOR_0 (face colours need scipy)
     pixels = decode_png(render_preview(glb_of(mesh)))
     r, g, b = pixels[foreground(pixels)].T
     assert ((g > r + 40) & (g > b + 40)).mean() > 0.95
@@ -436,3 +443,307 @@ def test_emulator_mesh_inspects_and_previews(tmp_path: Path) -> None:
     r, g, b = pixels[mask].T
     assert ((r > g + 40) & (r > b + 40)).mean() > 0.8  # the picture's red, shaded
     assert len({tuple(p) for p in pixels[mask]}) > 100  # shaded, not flat
+
+
+# ---------------------------------------------------------------- parsing without trimesh
+
+
+def raw_glb(
+    positions: np.ndarray,
+    indices: np.ndarray | None = None,
+    *,
+    mode: int | None = None,
+    normals: np.ndarray | None = None,
+    nodes: list[dict] | None = None,
+    **extra: object,
+) -> bytes:
+    """One mesh with one primitive, packed by hand (float32 positions, uint32 indices)."""
+    blobs: list[bytes] = []
+    views: list[dict] = []
+    accessors: list[dict] = []
+
+    def accessor(data: np.ndarray, component: int, kind: str, **more: object) -> int:
+        offset = sum(len(b) for b in blobs)
+        blob = data.tobytes()
+        blobs.append(blob + b"\0" * (-len(blob) % 4))
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(blob)})
+        accessors.append(
+            {
+                "bufferView": len(views) - 1,
+                "componentType": component,
+                "count": len(data),
+                "type": kind,
+                **more,
+            }
+        )
+        return len(accessors) - 1
+
+    positions = np.asarray(positions, dtype=np.float32)
+    attributes = {
+        "POSITION": accessor(
+            positions, 5126, "VEC3", min=positions.min(0).tolist(), max=positions.max(0).tolist()
+        )
+    }
+    if normals is not None:
+        attributes["NORMAL"] = accessor(np.asarray(normals, dtype=np.float32), 5126, "VEC3")
+    primitive: dict = {"attributes": attributes}
+    if indices is not None:
+        primitive["indices"] = accessor(
+            np.asarray(indices, dtype=np.uint32).reshape(-1), 5125, "SCALAR"
+        )
+    if mode is not None:
+        primitive["mode"] = mode
+    binary = b"".join(blobs)
+    gltf = {
+        "asset": {"version": "2.0"},
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": nodes if nodes is not None else [{"mesh": 0}],
+        "meshes": [{"primitives": [primitive]}],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(binary)}],
+        **extra,
+    }
+    return make_glb(gltf, binary)
+
+
+UNIT_BOX = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+
+
+def test_node_transforms_place_the_mesh() -> None:
+    """translation/rotation/scale and a column-major matrix, composed parent first."""
+    half_turn_z = [0.0, 0.0, 1.0, 0.0]  # quaternion x, y, z, w: 180 degrees about z
+    matrix = np.eye(4)
+    matrix[:3, 3] = [0.0, 10.0, 0.0]
+    nodes = [
+        {"children": [1], "matrix": matrix.T.reshape(-1).tolist()},  # glTF is column-major
+        {"mesh": 0, "translation": [3.0, 0.0, 0.0], "rotation": half_turn_z, "scale": [2, 1, 1]},
+    ]
+    box = UNIT_BOX.vertices + [0.5, 0.5, 0.5]  # the box from 0 to 1
+    info = inspect_glb(raw_glb(box, UNIT_BOX.faces, nodes=nodes))
+    # scale x2 -> [0, 2], half turn -> [-2, 0] and y [-1, 0], then +3 in x and +10 in y
+    np.testing.assert_allclose(info.bounds, ((1.0, 9.0, 0.0), (3.0, 10.0, 1.0)), atol=1e-6)
+    assert info.watertight and (info.vertices, info.faces) == (8, 12)
+
+
+def test_a_mesh_placed_twice_counts_once_and_bounds_both() -> None:
+    nodes = [{"children": [1, 2]}, {"mesh": 0}, {"mesh": 0, "translation": [5.0, 0.0, 0.0]}]
+    info = inspect_glb(raw_glb(UNIT_BOX.vertices, UNIT_BOX.faces, nodes=nodes))
+    assert (info.vertices, info.faces) == (8, 12)
+    assert info.bounds[0][0] == pytest.approx(-0.5) and info.bounds[1][0] == pytest.approx(5.5)
+    assert info.watertight
+
+
+def test_unplaced_meshes_count_at_the_origin() -> None:
+    info = inspect_glb(raw_glb(UNIT_BOX.vertices, UNIT_BOX.faces, nodes=[{"name": "empty"}]))
+    assert info.faces == 12 and info.bounds == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+
+
+def test_triangle_strips_and_fans() -> None:
+    quad = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=np.float32)
+    assert inspect_glb(raw_glb(quad, [0, 1, 2, 3], mode=5)).faces == 2
+    fan = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [-1, 1, 0]], dtype=np.float32)
+    info = inspect_glb(raw_glb(fan, mode=6))  # no indices: the vertices in order
+    assert (info.faces, info.vertices) == (3, 5)
+    assert not info.watertight
+    with pytest.raises(MeshError, match="no triangle meshes"):
+        inspect_glb(raw_glb(quad, [0, 1, 2, 3], mode=1))  # lines are not a surface
+
+    from hunyuan_assets.core.glb import _triangles
+
+    # Every other strip triangle swaps its first two corners, so all keep one winding.
+    strip = _triangles(np.arange(5), 5).tolist()
+    assert strip == [[0, 1, 2], [2, 1, 3], [2, 3, 4]]
+    assert _triangles(np.arange(5), 6).tolist() == [[0, 1, 2], [0, 2, 3], [0, 3, 4]]
+
+
+def test_sparse_accessors_and_interleaved_attributes() -> None:
+    gltf, binary = split_glb(raw_glb(UNIT_BOX.vertices, UNIT_BOX.faces))
+    # Move vertex 0 to (4, 4, 4) with a sparse block appended to the binary chunk.
+    extra = np.array([0], dtype=np.uint32).tobytes() + np.array([4, 4, 4], np.float32).tobytes()
+    start = len(binary)
+    gltf["bufferViews"] += [
+        {"buffer": 0, "byteOffset": start, "byteLength": 4},
+        {"buffer": 0, "byteOffset": start + 4, "byteLength": 12},
+    ]
+    position = gltf["meshes"][0]["primitives"][0]["attributes"]["POSITION"]
+    n = len(gltf["bufferViews"])
+    gltf["accessors"][position]["sparse"] = {
+        "count": 1,
+        "indices": {"bufferView": n - 2, "componentType": 5125},
+        "values": {"bufferView": n - 1},
+    }
+    gltf["buffers"][0]["byteLength"] = start + len(extra)
+    info = inspect_glb(make_glb(gltf, binary + extra))
+    assert info.bounds[1] == (4.0, 4.0, 4.0)
+
+    # POSITION and NORMAL interleaved in one buffer view (byteStride 24).
+    vertices = UNIT_BOX.vertices.astype(np.float32)
+    interleaved = np.hstack([vertices, np.ones_like(vertices)]).tobytes()
+    indices = UNIT_BOX.faces.astype(np.uint32).tobytes()
+    gltf = {
+        "asset": {"version": "2.0"},
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "NORMAL": 1}, "indices": 2}]}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5126, "count": 8, "type": "VEC3"},
+            {"bufferView": 0, "byteOffset": 12, "componentType": 5126, "count": 8, "type": "VEC3"},
+            {"bufferView": 1, "componentType": 5125, "count": 36, "type": "SCALAR"},
+        ],
+        "bufferViews": [
+            {"buffer": 0, "byteLength": len(interleaved), "byteStride": 24},
+            {"buffer": 0, "byteOffset": len(interleaved), "byteLength": len(indices)},
+        ],
+        "buffers": [{"byteLength": len(interleaved) + len(indices)}],
+    }
+    info = inspect_glb(make_glb(gltf, interleaved + indices))
+    assert info.bounds == ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5)) and info.watertight
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda g: g["accessors"][1].update(count=999), "runs past"),
+        (lambda g: g["accessors"][1].update(componentType=7), "invalid componentType"),
+        (lambda g: g["nodes"][0].update(mesh=4), "meshes\\[4\\]"),
+        (lambda g: g["nodes"][0].update(children=[0]), "cycle"),
+        (lambda g: g.update(extensionsRequired=["KHR_draco_mesh_compression"]), "draco"),
+        (lambda g: g["buffers"][0].update(uri="mesh.bin"), "external file"),
+    ],
+    ids=["past-the-view", "component-type", "missing-mesh", "node-cycle", "draco", "external"],
+)
+def test_broken_structure_raises_mesh_error(change, message: str) -> None:
+    gltf, binary = split_glb(raw_glb(UNIT_BOX.vertices, UNIT_BOX.faces))
+    change(gltf)
+    with pytest.raises(MeshError, match=message):
+        inspect_glb(make_glb(gltf, binary))
+    with pytest.raises(MeshError, match=message):
+        render_preview(make_glb(gltf, binary))
+
+
+def test_indices_past_the_vertices_raise_mesh_error() -> None:
+    with pytest.raises(MeshError, match="past the end of the vertex list"):
+        inspect_glb(raw_glb(UNIT_BOX.vertices, UNIT_BOX.faces + 6))
+
+
+# ------------------------------------------------------------------- one parse, everything
+
+
+def test_analyse_glb_is_inspection_preview_and_thumbnail(checker_sphere_glb: bytes) -> None:
+    import pickle
+
+    analysis = analyse_glb(checker_sphere_glb, preview_size=200, thumbnail_edge=96)
+    assert isinstance(analysis, MeshAnalysis)
+    assert analysis.info == inspect_glb(checker_sphere_glb)
+    assert analysis.preview_png == render_preview(checker_sphere_glb, size=200)
+    with Image.open(io.BytesIO(analysis.thumbnail_jpeg)) as thumbnail:
+        assert thumbnail.format == "JPEG" and thumbnail.size == (96, 96)
+        preview = Image.open(io.BytesIO(analysis.preview_png)).convert("RGB").resize((96, 96))
+        difference = np.abs(np.asarray(thumbnail, np.int64) - np.asarray(preview, np.int64))
+        assert difference.mean() < 8  # the same picture, smaller
+    assert pickle.loads(pickle.dumps(analysis)) == analysis  # crosses a process boundary
+    with pytest.raises(ValueError, match="thumbnail_edge"):
+        analyse_glb(checker_sphere_glb, thumbnail_edge=2)
+    with pytest.raises(MeshError):
+        analyse_glb(b"not a glb at all, not even close")
+
+
+# --------------------------------------------------------------------- preview shortcuts
+
+
+def test_culling_hidden_faces_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closed surface's back faces are skipped; the picture must be the same without the
+    shortcut, and for the same surface wound inside out."""
+    from hunyuan_assets.core import glb
+
+    mesh = textured_sphere(checker_texture(), rows=40, cols=80)
+    culled = render_preview(glb_of(mesh))
+    inverted = mesh.copy()
+    inverted.faces = inverted.faces[:, ::-1]
+    inside_out = decode_png(render_preview(glb_of(inverted)))
+    monkeypatch.setattr(glb._Scene, "cullable", lambda self: False)
+    assert render_preview(glb_of(mesh)) == culled
+    assert np.abs(inside_out - decode_png(culled)).max() <= 2  # normals flip; shading does not
+
+
+def test_stored_normals_are_used() -> None:
+    """NORMALs all pointing one way shade the whole sphere alike; without them it is round."""
+    vertices, faces, _ = uv_sphere()
+    flat = np.tile([0.0, 0.0, 1.0], (len(vertices), 1))
+    shaded = decode_png(render_preview(raw_glb(vertices, faces, normals=flat)))
+    smooth = decode_png(render_preview(raw_glb(vertices, faces)))
+    mask = Image.fromarray(foreground(shaded).astype(np.uint8) * 255)
+    inner = np.asarray(mask.filter(ImageFilter.MinFilter(5))) > 0  # away from the outline
+    assert len({tuple(p) for p in shaded[inner]}) == 1
+    assert len({tuple(p) for p in smooth[foreground(smooth)]}) > 50
+
+
+def test_big_jpeg_textures_are_decoded_at_preview_size() -> None:
+    from hunyuan_assets.core.glb import _decode_texture
+
+    texture = checker_texture(2048)
+    out = io.BytesIO()
+    texture.save(out, format="JPEG", quality=90)
+    texels = _decode_texture(out.getvalue(), 512)
+    assert texels is not None and texels.shape == (512, 512, 3)  # DCT-scaled, not 2048
+
+    jpeg_textured = textured_sphere(Image.open(io.BytesIO(out.getvalue())))
+    pixels = decode_png(render_preview(glb_of(jpeg_textured)))
+    r, g, b = pixels[foreground(pixels)].T
+    assert ((r > b + 60) & (g > b + 60)).mean() > 0.2  # yellow squares
+    assert ((r > g + 60) & (r > b + 60)).mean() > 0.2  # red squares
+
+
+def test_an_undecodable_texture_still_previews() -> None:
+    """Pillow reads the header but not the data: the preview falls back to the factor."""
+    jpeg = io.BytesIO()
+    solid_texture((200, 30, 30), 64).save(jpeg, format="JPEG")
+    broken = jpeg.getvalue()[:200]  # a real header, then nothing
+    mesh = textured_sphere(Image.open(io.BytesIO(jpeg.getvalue())))
+    gltf, binary = split_glb(glb_of(mesh))
+    view = gltf["bufferViews"][gltf["images"][0]["bufferView"]]
+    start, length = view.get("byteOffset", 0), view["byteLength"]
+    binary = binary[:start] + broken + b"\0" * (length - len(broken)) + binary[start + length :]
+    data = make_glb(gltf, binary)
+    assert inspect_glb(data).has_base_color_texture  # the header is an image's
+    assert foreground(decode_png(render_preview(data))).mean() > 0.3
+
+
+def test_realistic_emulator_mesh_inspects_and_previews() -> None:
+    from hunyuan_assets.core.sources import SAMPLES_DIR
+    from hunyuan_assets.emulator.meshgen import image_to_glb
+
+    data = image_to_glb((SAMPLES_DIR / "duck.png").read_bytes(), profile="realistic")
+    analysis = analyse_glb(data)
+    info = analysis.info
+    assert 30_000 < info.faces < 50_000 and info.watertight
+    assert info.has_pbr_material and info.has_base_color_texture and info.textures == 2
+    pixels = decode_png(analysis.preview_png)
+    r, g, b = pixels[foreground(pixels)].T
+    assert ((r > b + 60) & (g > b + 60)).mean() > 0.6  # a yellow duck
+
+
+def test_mesh_work_analyses_in_a_worker_process(tmp_path: Path, checker_sphere_glb: bytes) -> None:
+    import asyncio
+
+    from hunyuan_assets.core import mesh_work
+
+    good, bad = tmp_path / "mesh.glb", tmp_path / "bad.glb"
+    good.write_bytes(checker_sphere_glb)
+    bad.write_bytes(b"<html>502 Bad Gateway</html>")
+
+    async def both() -> MeshAnalysis:
+        analysis, failure = await asyncio.gather(
+            mesh_work.analyse(good, preview_size=128),
+            mesh_work.analyse(bad, preview_size=128),
+            return_exceptions=True,
+        )
+        assert isinstance(failure, MeshError) and "not a binary glTF" in str(failure)
+        assert isinstance(analysis, MeshAnalysis)
+        return analysis
+
+    try:
+        analysis = asyncio.run(both())
+    finally:
+        mesh_work.shutdown()
+    assert analysis == analyse_glb(good, preview_size=128)

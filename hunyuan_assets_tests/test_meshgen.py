@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
-import time
 from functools import cache
 from pathlib import Path
 
@@ -224,16 +224,16 @@ def test_non_images_raise_value_error(data: bytes) -> None:
         image_to_glb(data)
 
 
-def test_a_512px_picture_takes_well_under_a_second() -> None:
+def test_a_512px_picture_takes_trimeshs_fast_paths(caplog: pytest.LogCaptureFixture) -> None:
+    """Without scipy, trimesh computes vertex normals on a pure-numpy fallback (mesh synthesis
+    ~50x slower) and logs 'unable to use sparse matrix, falling back!' with a traceback: no
+    warning from trimesh means the fast paths were taken. Timings are bench/'s business."""
     image = Image.new("RGB", (512, 512), (240, 240, 240))
     ImageDraw.Draw(image).ellipse((60, 30, 450, 480), fill=YELLOW)
-    data = encode(image)
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        image_to_glb(data)
-        timings.append(time.perf_counter() - started)
-    assert min(timings) < 1.0, timings
+    caplog.set_level(logging.WARNING, logger="trimesh")
+    assert image_to_glb(encode(image))[:4] == b"glTF"
+    fallbacks = [r.getMessage() for r in caplog.records if r.name.startswith("trimesh")]
+    assert fallbacks == []
 
 
 def test_the_validator_catches_a_broken_glb(tmp_path: Path) -> None:
@@ -265,3 +265,74 @@ def test_outline_takes_the_objects_colour_not_the_old_background() -> None:
     assert rim.sum() > 50
     pale = (colours[:, 1] > 80) | (colours[:, 2] > 80)
     assert pale.mean() < 0.02, f"{pale.mean():.0%} of outline texels are background-tinted"
+
+
+# ------------------------------------------------------------------- the realistic profile
+
+
+@cache
+def realistic_glb(name: str) -> bytes:
+    return image_to_glb(image_bytes(name), profile="realistic")
+
+
+def image_chunk(glb: bytes, image: dict) -> bytes:
+    tree = gltf_json(glb)
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    binary = glb[20 + json_length + 8 :]
+    view = tree["bufferViews"][image["bufferView"]]
+    return binary[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
+
+
+@pytest.mark.parametrize("name", ["transparent", "photo"])
+def test_realistic_outputs_pass_the_khronos_validator(name: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.glb"
+    path.write_bytes(realistic_glb(name))
+    report = validate_glb(path)
+    assert report["issues"]["numErrors"] == 0
+    assert report["issues"]["numWarnings"] == 0
+    assert report["info"]["hasTextures"] is True
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_realistic_outputs_are_sized_like_the_real_models(name: str) -> None:
+    glb = realistic_glb(name)
+    tree = gltf_json(glb)
+    pbr = tree["materials"][0]["pbrMetallicRoughness"]
+    textures = {key: pbr[key]["index"] for key in ("baseColorTexture", "metallicRoughnessTexture")}
+    for index in textures.values():
+        image = tree["images"][tree["textures"][index]["source"]]
+        assert image["mimeType"] == "image/jpeg"  # what upstream's pipeline writes
+        with Image.open(io.BytesIO(image_chunk(glb, image))) as texture:
+            assert (texture.format, texture.size) == ("JPEG", (2048, 2048))
+    assert textures["baseColorTexture"] != textures["metallicRoughnessTexture"]
+    assert 30_000 <= len(load_mesh(glb).faces) <= 50_000  # ~40k, whatever the object's size
+    assert 2 * 2**20 < len(glb) < 8 * 2**20
+    closed = welded(load_mesh(glb))
+    assert closed.is_watertight and closed.is_winding_consistent and closed.volume > 0
+
+
+def test_realistic_outputs_look_like_the_small_ones() -> None:
+    """The same picture, the same shape: the profile changes the resolution, not the mesh."""
+    small, big = load_mesh(glb_for("quadrants")), load_mesh(realistic_glb("quadrants"))
+    assert np.allclose(small.extents, big.extents, rtol=0.05)
+    front = big.vertices[:, 2] > 0.05
+    picked = front & (big.vertices[:, 0] < -0.2) & (big.vertices[:, 1] > 0.2)  # upper left
+    colour = np.median(texture_colour_at(big, big.visual.uv[picked]), axis=0)
+    assert np.allclose(colour, RED, atol=25), colour
+
+
+def test_realistic_outputs_are_deterministic() -> None:
+    data = image_bytes("plain")
+    assert image_to_glb(data, profile="realistic") == realistic_glb("plain")
+    assert image_to_glb(data, profile="realistic", seed=3) != realistic_glb("plain")
+
+
+def test_unknown_profile_is_refused() -> None:
+    with pytest.raises(ValueError, match="output profile"):
+        image_to_glb(image_bytes("plain"), profile="medium")
+
+
+def test_the_server_knows_the_same_profiles() -> None:
+    from hunyuan_assets.emulator import meshgen, server
+
+    assert server.OUTPUT_PROFILES == meshgen.OUTPUT_PROFILES

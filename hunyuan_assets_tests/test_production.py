@@ -26,18 +26,25 @@ import dagster as dg
 import httpx
 import psycopg2
 import pytest
-from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from hunyuan_assets.core.glb import inspect_glb
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
-from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.integration.assets import MESHES, SOURCE_IMAGES, images_partitions
+from hunyuan_assets.definitions import DEFAULT_NAME
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
+from hunyuan_assets.integration.compat import instigator_ticks
 from hunyuan_assets.integration.lineage import latest_materializations
-from hunyuan_assets.integration.schedules import compaction_schedule, refresh_schedule
-from hunyuan_assets_tests.helpers import check_results
+from hunyuan_assets.integration.settings import MeshDefsSettings
+from hunyuan_assets_tests.helpers import (
+    MESHES,
+    PARTITIONS,
+    PREDICTION_LOG,
+    SOURCE_IMAGES,
+    check_results,
+    partition_keys,
+    pipeline_for,
+)
 from hunyuan_assets_tests.postgres import (
     PostgresServer,
     dagster_yaml_for,
@@ -52,6 +59,9 @@ WORKSPACE = REPO / "workspace.yaml"
 DAGSTER_YAML = REPO / "dagster.yaml"
 BIN = Path(sys.executable).parent
 MESH_CHECKS = ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface")
+# The project's own code location (hunyuan_assets.definitions), as the CLI and daemon load it:
+# HUNYUAN_NAME unset, so every name starts with the default pipeline name.
+PROJECT = MeshDefsSettings(name=DEFAULT_NAME, images=".", store=".")
 T = TypeVar("T")
 
 
@@ -207,10 +217,8 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
 
     images = copy_images(tmp_path / "images", ("mug.png", "duck.png"))
     store_dir = tmp_path / "store"
-    resources = build_resources(
-        images=str(images), store=str(store_dir), base_url=emulator.base_url
-    )
-    keys = [ref.partition_key for ref in resources["images"].open().list_images()]
+    pipeline = pipeline_for(emulator, images, store_dir)
+    keys = partition_keys(pipeline)
     assert sorted(keys) == ["duck.png", "mug.png"]
 
     with dg.DagsterInstance.from_config(str(pg_home)) as instance:
@@ -218,17 +226,17 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         started = time.monotonic()
-        [result] = materialize_images(instance, resources, keys)
+        [result] = materialize_images(instance, pipeline, keys)
         report("2 images, one run, PostgreSQL storage", time.monotonic() - started)
         assert result.success
-        assert materialize_prediction_log(instance, resources).success
+        assert materialize_prediction_log(instance, pipeline).success
         run_id = result.run_id
 
     # A second instance reads everything back from PostgreSQL alone.
     with dg.DagsterInstance.from_config(str(pg_home)) as reader:
         run = reader.get_run_by_id(run_id)
         assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
-        assert set(keys) <= set(reader.get_dynamic_partitions(images_partitions.name))
+        assert set(keys) <= set(reader.get_dynamic_partitions(PARTITIONS))
         meshes = latest_materializations(reader, MESHES, keys)
         sources = latest_materializations(reader, SOURCE_IMAGES, keys)
         assert set(meshes) == set(sources) == set(keys)
@@ -246,7 +254,7 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
             for k, v in check_results(reader, "image_decodes", SOURCE_IMAGES).items()
             if k in keys
         } == dict.fromkeys(keys, True)
-        log_event = reader.get_latest_materialization_event(dg.AssetKey("prediction_log"))
+        log_event = reader.get_latest_materialization_event(PREDICTION_LOG)
         assert log_event.asset_materialization.metadata["dagster/row_count"].value >= 2
 
     # ... and the rows are really there, in PostgreSQL's own tables.
@@ -275,7 +283,7 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
             )
             rows = sorted(cur.fetchall())
             assert rows == sorted(
-                (f'["{asset}"]', key) for asset in ("meshes", "source_images") for key in keys
+                (asset.to_string(), key) for asset in (MESHES, SOURCE_IMAGES) for key in keys
             )
             cur.execute(
                 "SELECT check_name, partition, execution_status FROM asset_check_executions "
@@ -288,7 +296,7 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
             )
             cur.execute(
                 "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s",
-                (images_partitions.name,),
+                (PARTITIONS,),
             )
             assert set(keys) <= {row[0] for row in cur.fetchall()}
     finally:
@@ -327,21 +335,15 @@ def test_external_server_gets_a_fresh_database_dropped_afterwards(postgres):
 # --------------------------------------------------------------------------------- daemon
 
 
-def sensor_ticks(instance: dg.DagsterInstance, name: str = "image_sensor") -> list:
-    states = [
-        s
-        for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-        if s.instigator_name == name
-    ]
-    if not states:
-        return []
-    return list(instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id))
+SENSOR = PROJECT.job_name("image_sensor")
+
+
+def sensor_ticks(instance: dg.DagsterInstance, name: str = SENSOR) -> list:
+    return instigator_ticks(instance, name)
 
 
 def sensor_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    return list(
-        instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "image_sensor"}))
-    )
+    return list(instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR})))
 
 
 @pytest.mark.slow
@@ -363,7 +365,7 @@ def test_daemon_sensor_turns_a_dropped_image_into_a_mesh(emulator, tmp_path):
         runs = instance.get_runs()
         lines = [f"runs: {[(r.run_id[:8], r.status.value, dict(r.tags)) for r in runs]}"]
         ticks = sensor_ticks(instance)
-        lines.append(f"ticks: {[(t.status.value, t.error) for t in ticks[:5]]}")
+        lines.append(f"ticks: {[(t.status, t.error) for t in ticks[:5]]}")
         for run in runs[:2]:
             for record in instance.all_logs(run.run_id)[-15:]:
                 lines.append(f"  {record.dagster_event_type}: {record.message[:300]}")
@@ -376,13 +378,13 @@ def test_daemon_sensor_turns_a_dropped_image_into_a_mesh(emulator, tmp_path):
 
             def first_tick():
                 assert daemon.poll() is None, f"dagster-daemon exited:\n{tail(log)}"
-                return [t for t in sensor_ticks(instance) if t.status != TickStatus.STARTED]
+                return [t for t in sensor_ticks(instance) if t.status != "STARTED"]
 
             ticks = wait_for(
                 first_tick, timeout=90, what="the first sensor tick", diagnose=diagnose
             )
             report("daemon start -> first sensor tick", time.monotonic() - started)
-            assert ticks[0].status == TickStatus.SKIPPED, ticks[0]  # empty folder: nothing to do
+            assert ticks[0].status == "SKIPPED", ticks[0]  # empty folder: nothing to do
             assert not instance.get_runs()
 
             dropped = time.monotonic()
@@ -413,18 +415,18 @@ def test_daemon_sensor_turns_a_dropped_image_into_a_mesh(emulator, tmp_path):
 
     assert run.tags["hunyuan/trigger"] == "image_sensor"
     assert run.tags["dagster/partition"] == "mug.png"
-    assert run.job_name == "meshes_job"
+    assert run.job_name == "hunyuan3d_meshes_job" == PROJECT.job_name("meshes_job")
     [mesh] = meshes
     info = inspect_glb(mesh)
     assert info.faces > 1000 and info.has_base_color_texture
     assert (mesh.parent / "preview.png").is_file()
     assert emulator.stats()["submissions"] == 1
     with dg.DagsterInstance.from_config(str(home)) as reader:
-        assert reader.get_dynamic_partitions(images_partitions.name) == ["mug.png"]
-        event = latest_materializations(reader, MESHES, ["mug.png"])["mug.png"]
+        assert reader.get_dynamic_partitions(PROJECT.partitions) == ["mug.png"]
+        event = latest_materializations(reader, PROJECT.meshes_key, ["mug.png"])["mug.png"]
         assert Path(str(event.metadata["mesh_uri"]).removeprefix("file://")) == mesh
         for name in MESH_CHECKS:
-            assert check_results(reader, name) == {"mug.png": True}, name
+            assert check_results(reader, name, PROJECT.meshes_key) == {"mug.png": True}, name
         # queued by the QueuedRunCoordinator, launched as a run worker, step in a subprocess
         types = {
             r.dagster_event_type.value for r in reader.all_logs(run.run_id) if r.is_dagster_event
@@ -540,13 +542,14 @@ def test_dagster_dev_lists_sensor_and_schedules(cli_env, tmp_path):
     [repo] = data["repositoriesOrError"]["nodes"]
     sensors = {s["name"]: s for s in repo["sensors"]}
     schedules = {s["name"]: s for s in repo["schedules"]}
-    assert set(sensors) == {"image_sensor"}
-    assert sensors["image_sensor"]["sensorState"]["status"] == "RUNNING"
-    assert sensors["image_sensor"]["minIntervalSeconds"] == 30  # the default, env var unset
-    assert set(schedules) == {refresh_schedule.name, compaction_schedule.name}
+    assert set(sensors) == {"hunyuan3d_image_sensor"}
+    assert sensors[SENSOR]["sensorState"]["status"] == "RUNNING"
+    assert sensors[SENSOR]["minIntervalSeconds"] == 30  # the default, env var unset
+    refresh, compaction = "hunyuan3d_refresh_schedule", "hunyuan3d_compaction_schedule"
+    assert set(schedules) == {refresh, compaction}
     assert {s["scheduleState"]["status"] for s in schedules.values()} == {"RUNNING"}
-    assert schedules[refresh_schedule.name]["cronSchedule"] == refresh_schedule.cron_schedule
-    assert schedules[compaction_schedule.name]["cronSchedule"] == compaction_schedule.cron_schedule
+    assert schedules[refresh]["cronSchedule"] == PROJECT.refresh_cron
+    assert schedules[compaction]["cronSchedule"] == PROJECT.compaction_cron
 
 
 def test_repo_instance_config_heals_crashed_runs(tmp_path):

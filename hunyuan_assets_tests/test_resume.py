@@ -39,40 +39,42 @@ from hunyuan_assets.core.mesh_generation import GenerationPolicy, MeshGenerator,
 from hunyuan_assets.core.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import LocalMeshStore
-from hunyuan_assets.definitions import build_resources
-from hunyuan_assets.integration.assets import MESHES
 from hunyuan_assets.integration.backfill import add_image_partitions, materialize_images
+from hunyuan_assets.integration.factory import MeshPipeline
 from hunyuan_assets.integration.lineage import latest_materializations
-from hunyuan_assets.integration.resource import Hunyuan3DResource
+from hunyuan_assets_tests.helpers import FAST_POLL, MESHES, NAME, pipeline_for, with_hunyuan3d
 
 IMAGE = "mug.png"
 SHA256 = hashlib.sha256((SAMPLES_DIR / IMAGE).read_bytes()).hexdigest()
 PREFIX = record_prefix(SHA256, DEFAULT_MODEL)
-FAST_POLL = {"poll_initial_interval": 0.05, "poll_max_interval": 0.2}
 MESH_LOGGER = "hunyuan_assets.core.mesh_generation"
 
 # Materializes the partitions named on the command line against $DAGSTER_HOME, like a run
-# launched by Dagster would, with the same resources the test process uses to resume.
+# launched by Dagster would, with the pipeline the test process uses to resume: the project's
+# own, configured from the environment (HUNYUAN_NAME, HUNYUAN_IMAGES, ...), with fast polls.
 RUNNER = textwrap.dedent(
     """
-    import logging, os, sys
+    import dataclasses, logging, os, sys
     import dagster as dg
+    from hunyuan_assets.definitions import settings_from_environment
     from hunyuan_assets.integration.backfill import materialize_images
-    from hunyuan_assets.definitions import build_resources
+    from hunyuan_assets.integration.factory import build_mesh_pipeline
     from hunyuan_assets.integration.resource import Hunyuan3DResource
 
     mesh_logger = logging.getLogger("hunyuan_assets.core.mesh_generation")
     mesh_logger.setLevel(logging.INFO)
     mesh_logger.addHandler(logging.StreamHandler(sys.stdout))
-    resources = build_resources()
-    resources["hunyuan3d"] = Hunyuan3DResource(
+    pipeline = build_mesh_pipeline(**settings_from_environment())
+    resources = dict(pipeline.resources)
+    resources[pipeline.settings.hunyuan3d_resource] = Hunyuan3DResource(
         base_url=os.environ["WAVESPEED_BASE_URL"],
         poll_initial_interval=0.05,
         poll_max_interval=0.2,
         wait_deadline=float(os.environ.get("TEST_WAIT_DEADLINE", "1800")),
     )
+    pipeline = dataclasses.replace(pipeline, resources=resources)
     instance = dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"])
-    results = materialize_images(instance, resources, sys.argv[1:])
+    results = materialize_images(instance, pipeline, sys.argv[1:])
     sys.exit(0 if all(r.success for r in results) else 1)
     """
 )
@@ -104,14 +106,9 @@ def pending_record(store_dir: Path) -> PredictionRecord | None:
     return record if record is not None and record.state == "pending" else None
 
 
-def hunyuan(emulator, **settings) -> Hunyuan3DResource:
-    return Hunyuan3DResource(base_url=emulator.base_url, **{**FAST_POLL, **settings})
-
-
-def resources_for(emulator, images: Path, store: Path, **settings) -> dict:
-    resources = build_resources(images=str(images), store=str(store), base_url=emulator.base_url)
-    resources["hunyuan3d"] = hunyuan(emulator, **settings)
-    return resources
+def resuming_pipeline(emulator, images: Path, store: Path) -> MeshPipeline:
+    """The pipeline a run in this process resumes with: the runner's, polling as fast."""
+    return with_hunyuan3d(pipeline_for(emulator, images, store), **FAST_POLL)
 
 
 def log_rows(store_dir: Path) -> list[dict]:
@@ -206,6 +203,7 @@ def runs(tmp_path: Path) -> Iterator[Callable[..., Run]]:
 def run_env(emulator, images: Path, store: Path, home: Path, **extra: str) -> dict[str, str]:
     return {
         "WAVESPEED_BASE_URL": emulator.base_url,
+        "HUNYUAN_NAME": NAME,
         "HUNYUAN_IMAGES": str(images),
         "HUNYUAN_STORE": str(store),
         "DAGSTER_HOME": str(home),
@@ -229,7 +227,7 @@ def test_killed_run_resumes_its_prediction(emulator, runs, images_dir, dagster_h
     emulator.configure(hold=False)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [result] = materialize_images(
-            instance, resources_for(emulator, images_dir, store_dir), [IMAGE]
+            instance, resuming_pipeline(emulator, images_dir, store_dir), [IMAGE]
         )
         assert result.success
         assert emulator.stats()["submissions"] == 1, "the resumed run paid again"
@@ -431,7 +429,7 @@ def test_two_runs_of_one_partition_pay_once(emulator, runs, images_dir, dagster_
     store_dir = tmp_path / "store"
     emulator.configure(hold=True)
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        add_image_partitions(instance, [IMAGE])
+        add_image_partitions(instance, resuming_pipeline(emulator, images_dir, store_dir), [IMAGE])
     env = run_env(emulator, images_dir, store_dir, dagster_home)
     both = [runs(env, [IMAGE]) for _ in range(2)]
     for run in both:
@@ -481,7 +479,7 @@ def test_wait_timeout_fails_the_step_retryably_and_the_retry_resumes(
 
         emulator.configure(hold=False)
         [result] = materialize_images(
-            instance, resources_for(emulator, images_dir, store_dir), [IMAGE]
+            instance, resuming_pipeline(emulator, images_dir, store_dir), [IMAGE]
         )
         assert result.success
     assert emulator.stats()["submissions"] == 1
@@ -507,12 +505,12 @@ def test_transient_http_failures_resume_the_same_prediction(emulator, tmp_path, 
 
 def test_failed_prediction_then_rerun_logs_both_attempts(emulator, images_dir, tmp_path):
     store_dir = tmp_path / "store"
-    resources = resources_for(emulator, images_dir, store_dir)
+    pipeline = resuming_pipeline(emulator, images_dir, store_dir)
     emulator.configure(fail_tasks={"count": 1, "error": "model crashed"})
     with dg.instance_for_test() as instance:
-        [first] = materialize_images(instance, resources, [IMAGE])
+        [first] = materialize_images(instance, pipeline, [IMAGE])
         assert not first.success
-        [second] = materialize_images(instance, resources, [IMAGE])
+        [second] = materialize_images(instance, pipeline, [IMAGE])
         assert second.success
     assert emulator.stats()["submissions"] == 2
     rows = log_rows(store_dir)

@@ -9,23 +9,25 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 
-from hunyuan_assets.integration import schedules
 from hunyuan_assets.core.log import PredictionLog, PredictionLogRow
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
-from hunyuan_assets.definitions import build_definitions
-from hunyuan_assets.integration.assets import IMAGES, MESHES, SOURCE_IMAGES
+from hunyuan_assets.integration import schedules
 from hunyuan_assets.integration.backfill import materialize_images
-from hunyuan_assets.integration.jobs import COMPACTION_POOL, compact_log_job, mesh_job
+from hunyuan_assets.integration.compat import PARTITION_NAME_TAG
+from hunyuan_assets.integration.factory import build_mesh_pipeline
+from hunyuan_assets.integration.jobs import COMPACTION_POOL
 from hunyuan_assets.integration.lineage import latest_materializations
-from hunyuan_assets.integration.schedules import compaction_schedule, refresh_schedule
-from hunyuan_assets_tests import test_sensors
-from hunyuan_assets_tests.test_sensors import Deployment, requested_keys, sha256_of
-
-# The sensor tests' tick-log fixture (instance and images_dir come from conftest).
-tick_log = test_sensors.tick_log
+from hunyuan_assets_tests.helpers import (
+    MESHES,
+    NAME,
+    PARTITIONS,
+    SOURCE_IMAGES,
+    Deployment,
+    requested_keys,
+    sha256_of,
+)
 
 TICK = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 
@@ -38,7 +40,7 @@ def refresh_tick(deployment: Deployment, moment: datetime = TICK):
         resources=deployment.resources,
         repository_def=deployment.defs.get_repository_def(),
     ) as context:
-        return refresh_schedule.evaluate_tick(context)
+        return deployment.schedule("refresh").evaluate_tick(context)
 
 
 def test_failing_images_are_retried_until_the_cap(emulator, instance, tmp_path, tick_log):
@@ -62,7 +64,7 @@ def test_failing_images_are_retried_until_the_cap(emulator, instance, tmp_path, 
         assert requested_keys(request, deployment.partitions()) == failing, attempt
         assert request.tags["hunyuan/refresh_reason"] == "last attempt failed"
         assert request.tags["hunyuan/trigger"] == "refresh_schedule"
-        assert not deployment.execute(request, "refresh_schedule").success
+        assert not deployment.execute(request, deployment.schedule("refresh").name).success
 
     tick_log()  # forget the output so far
     final = refresh_tick(deployment)
@@ -81,7 +83,7 @@ def test_failing_images_are_retried_until_the_cap(emulator, instance, tmp_path, 
     # The cap is per content: new bytes under the same name are retried again.
     (images / "doomed.png").write_bytes((SAMPLES_DIR / "vase.jpg").read_bytes())
     [registered] = materialize_images(
-        instance, deployment.resources, ["doomed.png"], selection=[SOURCE_IMAGES]
+        instance, deployment.pipeline, ["doomed.png"], selection=[SOURCE_IMAGES]
     )
     assert registered.success
     [request] = refresh_tick(deployment).run_requests
@@ -101,12 +103,12 @@ def test_stale_missing_and_in_progress_meshes(
     # mug.png gets new content, registered by a source-only run: its mesh is now stale.
     shutil.copy(SAMPLES_DIR / "planet.png", images_dir / "mug.png")
     [registered] = materialize_images(
-        instance, deployment.resources, ["mug.png"], selection=[SOURCE_IMAGES]
+        instance, deployment.pipeline, ["mug.png"], selection=[SOURCE_IMAGES]
     )
     assert registered.success
     # A partition added by hand, never run: no mesh yet.
     shutil.copy(SAMPLES_DIR / "chair.jpg", images_dir / "chair.jpg")
-    instance.add_dynamic_partitions(IMAGES, ["chair.jpg"])
+    instance.add_dynamic_partitions(PARTITIONS, ["chair.jpg"])
 
     stale = refresh_tick(deployment)
     reasons = {
@@ -117,7 +119,7 @@ def test_stale_missing_and_in_progress_meshes(
 
     # A run that is queued (not started) for mug.png: the refresh leaves mug.png to it.
     queued = instance.create_run_for_job(
-        job_def=deployment.defs.resolve_job_def(mesh_job.name),
+        job_def=deployment.defs.resolve_job_def(deployment.pipeline.jobs.meshes.name),
         tags={PARTITION_NAME_TAG: "mug.png"},
     )
     [only] = refresh_tick(deployment).run_requests
@@ -125,7 +127,7 @@ def test_stale_missing_and_in_progress_meshes(
     instance.report_run_canceled(queued)
 
     for request in refresh_tick(deployment).run_requests:
-        assert deployment.execute(request, "refresh_schedule").success
+        assert deployment.execute(request, deployment.schedule("refresh").name).success
     events = latest_materializations(instance, MESHES, ["mug.png", "chair.jpg"])
     assert events["mug.png"].metadata["input_sha256"] == sha256_of(SAMPLES_DIR / "planet.png")
     assert events["chair.jpg"].metadata["input_sha256"] == sha256_of(SAMPLES_DIR / "chair.jpg")
@@ -148,17 +150,19 @@ def _log_row(key: str) -> PredictionLogRow:
     )
 
 
-def compaction_tick(instance: dg.DagsterInstance):
+def compaction_tick(instance: dg.DagsterInstance, schedule: dg.ScheduleDefinition):
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=TICK) as context:
-        return compaction_schedule.evaluate_tick(context)
+        return schedule.evaluate_tick(context)
 
 
 def test_compaction_schedule_runs_the_compaction_job(instance, tmp_path):
     store_dir = tmp_path / "store"
-    defs = build_definitions(
-        images=str(tmp_path), store=str(store_dir), base_url="http://127.0.0.1:9"
+    pipeline = build_mesh_pipeline(
+        NAME, images=str(tmp_path), store=str(store_dir), base_url="http://127.0.0.1:9"
     )
-    assert defs.resolve_schedule_def(compaction_schedule.name).job_name == compact_log_job.name
+    defs = pipeline.definitions
+    compaction_schedule = defs.resolve_schedule_def("test_compaction_schedule")
+    assert compaction_schedule.job_name == pipeline.jobs.compact_log.name == "test_compact_log_job"
     log = PredictionLog(open_mesh_store(str(store_dir)))
     for key in ("a.png", "b.png", "c.png"):
         log.append([_log_row(key)])
@@ -175,11 +179,11 @@ def test_compaction_schedule_runs_the_compaction_job(instance, tmp_path):
     [op] = job.graph.node_defs
     assert op.pool == COMPACTION_POOL
     earlier = instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)
-    skipped = compaction_tick(instance)
+    skipped = compaction_tick(instance, compaction_schedule)
     assert not skipped.run_requests
     assert f"compaction run {earlier.run_id} is still" in skipped.skip_message
     instance.report_run_canceled(earlier)
-    [request] = compaction_tick(instance).run_requests
+    [request] = compaction_tick(instance, compaction_schedule).run_requests
     assert request.run_key == "compaction-20261125T123000"
     result = job.execute_in_process(
         instance=instance, run_config=request.run_config, tags=request.tags

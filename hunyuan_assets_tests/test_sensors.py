@@ -4,120 +4,15 @@ runs executed for real against the emulator (folder) or moto's S3 server (prefix
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
-import pytest
-from dagster._core.definitions.dynamic_partitions_request import AddDynamicPartitionsRequest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-    PARTITION_SET_TAG,
-    RUN_KEY_TAG,
-    SENSOR_NAME_TAG,
-)
-
 from hunyuan_assets.core.sources import SAMPLES_DIR, ImageRef
-from hunyuan_assets.definitions import build_definitions
-from hunyuan_assets.integration.assets import IMAGES, MESHES
-from hunyuan_assets.integration.jobs import mesh_job
+from hunyuan_assets.integration.compat import PARTITION_NAME_TAG, runs_with_run_key
 from hunyuan_assets.integration.lineage import latest_materializations
-from hunyuan_assets.integration.sensors import (
-    SensorCursor,
-    SensorLimits,
-    build_image_sensor,
-    image_sensor,
-    plan_tick,
-)
-
-
-@pytest.fixture
-def tick_log(capfd) -> Callable[[], str]:
-    """What sensors and schedules wrote to their tick log so far. Outside the daemon Dagster's
-    instigation logger only has its console handler, so read the console."""
-    seen: list[str] = []
-
-    def read() -> str:
-        out, err = capfd.readouterr()
-        seen.append(out + err)
-        return "".join(seen)
-
-    return read
-
-
-@dataclass
-class Deployment:
-    """One code location's definitions against a real instance, driven tick by tick."""
-
-    instance: dg.DagsterInstance
-    defs: dg.Definitions
-
-    @classmethod
-    def of(cls, instance, emulator, images: str | Path, store: str | Path) -> Deployment:
-        defs = build_definitions(images=str(images), store=str(store), base_url=emulator.base_url)
-        return cls(instance, defs)
-
-    @property
-    def resources(self) -> dict:
-        return dict(self.defs.resources or {})
-
-    def tick(self, cursor: str | None, sensor=image_sensor):
-        """Evaluate one tick as the daemon does (Dagster resolves and checks run requests),
-        then apply its add requests as the daemon would."""
-        # instance_ref too: without it Dagster cannot load dynamic partitions to check a
-        # RunRequest's partition_key ("The instance is not available to load partitions").
-        with dg.build_sensor_context(
-            instance=self.instance,
-            instance_ref=self.instance.get_ref(),
-            cursor=cursor,
-            resources=self.resources,
-            definitions=self.defs,
-        ) as context:
-            data = sensor.evaluate_tick(context)
-        assert data.skip_message is None or not data.run_requests
-        for request in data.dynamic_partitions_requests:
-            assert isinstance(request, AddDynamicPartitionsRequest), request  # never deletes
-            assert request.partitions_def_name == IMAGES
-            self.instance.add_dynamic_partitions(IMAGES, request.partition_keys)
-        return data
-
-    def execute(self, request: dg.RunRequest, sensor_name: str = "image_sensor"):
-        """Run what a request asks for, in process, tagged as the daemon tags it."""
-        job = self.defs.resolve_job_def(mesh_job.name)
-        tags = {
-            k: v
-            for k, v in request.tags.items()
-            if k not in (PARTITION_NAME_TAG, PARTITION_SET_TAG)
-        }
-        if request.run_key:
-            tags |= {RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name}
-        return job.execute_in_process(
-            instance=self.instance,
-            partition_key=request.partition_key,
-            tags=tags,
-            raise_on_error=False,
-        )
-
-    def partitions(self) -> list[str]:
-        return self.instance.get_dynamic_partitions(IMAGES)
-
-
-def requested_keys(request: dg.RunRequest, partitions: list[str]) -> list[str]:
-    if request.partition_key:
-        return [request.partition_key]
-    start = partitions.index(request.tags[ASSET_PARTITION_RANGE_START_TAG])
-    end = partitions.index(request.tags[ASSET_PARTITION_RANGE_END_TAG])
-    return partitions[start : end + 1]
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from hunyuan_assets.integration.sensors import SensorCursor, SensorLimits, plan_tick
+from hunyuan_assets_tests.helpers import MESHES, Deployment, requested_keys, sha256_of
 
 
 def test_folder_images_become_meshes_once_per_content(
@@ -186,7 +81,7 @@ def test_folder_images_become_meshes_once_per_content(
     lost = deployment.tick(cursor=None)
     assert not lost.run_requests and not lost.dynamic_partitions_requests
     for key in (request.run_key, again.run_key):
-        assert len(instance.get_runs(dg.RunsFilter(tags={RUN_KEY_TAG: key}))) == 1
+        assert len(runs_with_run_key(instance, key)) == 1
     # Snapshot gone but cursor kept (store wiped): the same fallback, with a warning.
     shutil.rmtree(store / "sensor_state")
     wiped = deployment.tick(lost.cursor)
@@ -216,7 +111,7 @@ def _write_images(folder: Path, count: int) -> list[str]:
 def test_new_images_beyond_the_tick_limit_wait_for_the_next_tick(emulator, instance, tmp_path):
     names = _write_images(tmp_path / "images", 5)
     deployment = Deployment.of(instance, emulator, tmp_path / "images", tmp_path / "store")
-    sensor = build_image_sensor(limits=SensorLimits(new_partitions_per_tick=2))
+    sensor = deployment.sensor_with(SensorLimits(new_partitions_per_tick=2))
 
     cursor = None
     added: list[list[str]] = []
@@ -242,7 +137,7 @@ def test_runs_are_bounded_in_size_and_in_number_per_tick(emulator, instance, tmp
     names = _write_images(tmp_path / "images", 5)
     deployment = Deployment.of(instance, emulator, tmp_path / "images", tmp_path / "store")
     limits = SensorLimits(images_per_run=2, run_requests_per_tick=2)
-    sensor = build_image_sensor(limits=limits)
+    sensor = deployment.sensor_with(limits)
 
     first = deployment.tick(None, sensor)
     assert first.dynamic_partitions_requests[0].partition_keys == names  # all partitions now
@@ -290,9 +185,7 @@ def test_cursor_from_another_version_is_treated_as_lost():
     assert SensorCursor.decode(cursor.encode()) == cursor
 
 
-def test_s3_prefix_images(emulator, instance, s3_client, s3_bucket, moto_endpoint, monkeypatch):
-    monkeypatch.setenv("HUNYUAN_S3_ENDPOINT_URL", moto_endpoint)
-
+def test_s3_prefix_images(emulator, instance, s3_client, s3_bucket, moto_endpoint):
     def put(key: str, sample: str) -> None:
         data = (SAMPLES_DIR / sample).read_bytes()
         s3_client.put_object(Bucket=s3_bucket, Key=f"photos/{key}", Body=data)
@@ -300,7 +193,11 @@ def test_s3_prefix_images(emulator, instance, s3_client, s3_bucket, moto_endpoin
     put("mug.png", "mug.png")
     put("sub/vase.jpg", "vase.jpg")
     deployment = Deployment.of(
-        instance, emulator, f"s3://{s3_bucket}/photos", f"s3://{s3_bucket}/store"
+        instance,
+        emulator,
+        f"s3://{s3_bucket}/photos",
+        f"s3://{s3_bucket}/store",
+        s3_endpoint_url=moto_endpoint,
     )
     keys = ["mug.png", "sub__vase.jpg"]
 
@@ -313,7 +210,7 @@ def test_s3_prefix_images(emulator, instance, s3_client, s3_bucket, moto_endpoin
         o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="store/")["Contents"]
     ]
     assert sum(k.endswith("/mesh.glb") for k in stored) == 2
-    assert any(k.startswith("store/sensor_state/image_sensor/") for k in stored)
+    assert any(k.startswith("store/sensor_state/test_image_sensor/") for k in stored)
 
     second = deployment.tick(first.cursor)
     assert not second.run_requests and not second.dynamic_partitions_requests

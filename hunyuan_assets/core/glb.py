@@ -1,7 +1,14 @@
 """Inspecting GLB meshes and rendering preview images, with numpy only: no GPU, no display.
 
-`inspect_glb` answers "is this a usable textured mesh?" for asset checks and metadata;
-`render_preview` draws a shaded, textured 3/4 view as a PNG thumbnail for the Dagster UI.
+`analyse_glb` does what the pipeline needs for one mesh from one parse: the facts asset
+checks use (`MeshInfo`), a shaded, textured 3/4 view as a PNG and a small JPEG thumbnail
+of it. It is a top-level function of picklable values, so it can run in a worker process.
+`inspect_glb` and `render_preview` are its two halves, for callers that need only one.
+
+The GLB is read straight into numpy (accessors, the node tree, materials) rather than
+through a trimesh Scene, and the base-colour texture is decoded only at the resolution the
+preview needs (JPEG's DCT scaling): building the Scene and decoding a 2048 px texture in
+full cost more than all the rest together.
 """
 
 from __future__ import annotations
@@ -12,15 +19,22 @@ import json
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
-import trimesh
-from PIL import Image
+from PIL import Image, ImageFilter
 
-__all__ = ["MeshError", "MeshInfo", "inspect_glb", "render_preview"]
+__all__ = [
+    "MeshAnalysis",
+    "MeshError",
+    "MeshInfo",
+    "thumbnail_of",
+    "analyse_glb",
+    "inspect_glb",
+    "render_preview",
+]
 
 _GLB_MAGIC = b"glTF"
 _CHUNK_JSON = 0x4E4F534A
@@ -29,6 +43,28 @@ _CHUNK_BIN = 0x004E4942
 # Positions closer than extent / 2**20 are one vertex once welded; the 21-bit grid
 # per axis packs a position into one int64 key, so welding is a 1-D np.unique.
 _WELD_BITS = 20
+
+_COMPONENT_TYPES: dict[Any, np.dtype] = {
+    5120: np.dtype("<i1"),
+    5121: np.dtype("<u1"),
+    5122: np.dtype("<i2"),
+    5123: np.dtype("<u2"),
+    5125: np.dtype("<u4"),
+    5126: np.dtype("<f4"),
+}
+_TYPE_WIDTHS: dict[Any, int] = {
+    "SCALAR": 1,
+    "VEC2": 2,
+    "VEC3": 3,
+    "VEC4": 4,
+    "MAT2": 4,
+    "MAT3": 9,
+    "MAT4": 16,
+}
+_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN = 4, 5, 6
+_CLAMP_TO_EDGE = 33071
+# Extensions that change how geometry is stored: without a decoder the accessors are empty.
+_GEOMETRY_EXTENSIONS = ("KHR_draco_mesh_compression", "EXT_meshopt_compression")
 
 
 class MeshError(ValueError):
@@ -55,21 +91,28 @@ class MeshInfo:
 
 
 @dataclass(frozen=True)
-class _Glb:
-    data: bytes  # up to the header's length, for trimesh
-    file_bytes: int
-    label: str
-    gltf: Mapping[str, Any]
-    bin_chunk: bytes | None
+class MeshAnalysis:
+    """`analyse_glb`'s answer: the inspection, the preview PNG and its JPEG thumbnail."""
+
+    info: MeshInfo
+    preview_png: bytes
+    thumbnail_jpeg: bytes
 
 
-@dataclass(frozen=True)
-class _Part:
-    """One placed instance of a mesh: world-space vertices plus its source geometry."""
+def analyse_glb(
+    source: Path | bytes, *, preview_size: int = 256, thumbnail_edge: int = 192
+) -> MeshAnalysis:
+    """Inspect the GLB and render its preview from one parse, plus a JPEG thumbnail of at
+    most `thumbnail_edge` px (small enough to inline in every event's metadata).
 
-    vertices: np.ndarray
-    faces: np.ndarray
-    mesh: trimesh.Trimesh
+    Raises MeshError like `inspect_glb`, ValueError for a silly size."""
+    _check_size(preview_size)
+    if thumbnail_edge < 8:
+        raise ValueError(f"thumbnail_edge must be at least 8 pixels, got {thumbnail_edge}")
+    scene = _load(source)
+    info = _inspect(scene)
+    rgb = _render(scene, preview_size)
+    return MeshAnalysis(info, _png(rgb), _thumbnail(rgb, thumbnail_edge))
 
 
 def inspect_glb(source: Path | bytes) -> MeshInfo:
@@ -78,42 +121,33 @@ def inspect_glb(source: Path | bytes) -> MeshInfo:
     Raises MeshError (a ValueError) for anything that is not glTF 2.0 binary, cannot be
     parsed, or has no triangles.
     """
-    glb = _read_glb(source)
-    scene = _load_scene(glb)
-    meshes = [g for g in scene.geometry.values() if isinstance(g, trimesh.Trimesh)]
-    faces = sum(len(m.faces) for m in meshes)
-    if faces == 0:
-        raise MeshError(f"{glb.label} has no geometry: no triangle meshes in the scene")
-    parts = _placed_parts(scene)
-    vertices, tris = _concatenate(parts)
-    welded, welded_count = _weld_by_position(vertices)
-    gltf = glb.gltf
-    materials = _json_list(gltf, "materials")
-    finite = vertices[np.isfinite(vertices).all(axis=1)]
-    if len(finite) == 0:
-        raise MeshError(f"{glb.label} has no geometry: no finite vertex positions")
-    lo, hi = finite.min(axis=0), finite.max(axis=0)
-    return MeshInfo(
-        file_bytes=glb.file_bytes,
-        vertices=sum(len(m.vertices) for m in meshes),
-        faces=faces,
-        welded_vertices=welded_count,
-        watertight=_is_closed(welded[tris]),
-        materials=len(materials),
-        textures=len(_json_list(gltf, "textures")),
-        has_pbr_material=any(
-            isinstance(m, dict) and isinstance(m.get("pbrMetallicRoughness"), dict)
-            for m in materials
-        ),
-        has_base_color_texture=any(_has_real_base_color_texture(glb, m) for m in materials),
-        bounds=(
-            (float(lo[0]), float(lo[1]), float(lo[2])),
-            (float(hi[0]), float(hi[1]), float(hi[2])),
-        ),
-    )
+    return _inspect(_load(source))
+
+
+def render_preview(source: Path | bytes, *, size: int = 256) -> bytes:
+    """Render a shaded, textured 3/4 view of the GLB as a `size` x `size` RGB PNG.
+
+    Software rasteriser (z-buffered triangles, barycentric UVs, Lambert + ambient light),
+    deterministic for the same input. Raises MeshError like `inspect_glb`.
+    """
+    _check_size(size)
+    return _png(_render(_load(source), size))
+
+
+def _check_size(size: int) -> None:
+    if not 8 <= size <= 2048:
+        raise ValueError(f"size must be between 8 and 2048 pixels, got {size}")
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class _Glb:
+    file_bytes: int
+    label: str
+    gltf: Mapping[str, Any]
+    bin_chunk: memoryview | None
 
 
 def _read_glb(source: Path | bytes) -> _Glb:
@@ -156,47 +190,313 @@ def _read_glb(source: Path | bytes) -> _Glb:
     if offset + 8 <= length:
         bin_length, bin_type = struct.unpack_from("<II", data, offset)
         if bin_type == _CHUNK_BIN and offset + 8 + bin_length <= length:
-            bin_chunk = data[offset + 8 : offset + 8 + bin_length]
-    return _Glb(
-        data=data[:length], file_bytes=len(data), label=label, gltf=gltf, bin_chunk=bin_chunk
-    )
+            bin_chunk = memoryview(data)[offset + 8 : offset + 8 + bin_length]
+    return _Glb(file_bytes=len(data), label=label, gltf=gltf, bin_chunk=bin_chunk)
 
 
-def _load_scene(glb: _Glb) -> trimesh.Scene:
+class _Malformed(Exception):
+    """Raised inside the parser; `_load` turns it into a MeshError naming the file."""
+
+
+class _Document:
+    """Typed, checked access to the glTF JSON and its buffers; accessors decoded once."""
+
+    def __init__(self, glb: _Glb) -> None:
+        self.glb = glb
+        self.gltf = glb.gltf
+        self._accessors: dict[int, np.ndarray] = {}
+
+    def item(self, key: str, index: Any) -> dict[str, Any]:
+        item = _json_item(self.gltf, key, index)
+        if item is None:
+            raise _Malformed(f"{key}[{index!r}] does not exist")
+        return item
+
+    def buffer(self, index: Any) -> memoryview:
+        buffer = self.item("buffers", index)
+        uri = buffer.get("uri")
+        if isinstance(uri, str):
+            blob = _data_uri(uri)
+            if blob is None:
+                raise _Malformed(f"buffers[{index}] is an external file, which a GLB cannot use")
+            return memoryview(blob)
+        if index != 0 or self.glb.bin_chunk is None:
+            raise _Malformed(f"buffers[{index}] has no data (no BIN chunk)")
+        return self.glb.bin_chunk
+
+    def accessor(self, index: Any) -> np.ndarray:
+        """(count, width) array of the accessor's components, as stored."""
+        if isinstance(index, int) and index in self._accessors:
+            return self._accessors[index]
+        spec = self.item("accessors", index)
+        dtype = _COMPONENT_TYPES.get(spec.get("componentType"))
+        width = _TYPE_WIDTHS.get(spec.get("type"))
+        count = spec.get("count")
+        if dtype is None or width is None or not _is_count(count):
+            raise _Malformed(f"accessors[{index}] has an invalid componentType/type/count")
+        if "bufferView" in spec:
+            array = self._view_data(spec, dtype, width, count)
+        else:
+            array = np.zeros((count, width), dtype)
+        if isinstance(spec.get("sparse"), dict):
+            array = self._sparse(spec["sparse"], array, index)
+        self._accessors[index] = array
+        return array
+
+    def _view_data(self, spec: Mapping[str, Any], dtype: np.dtype, width: int, count: int):
+        view = self.item("bufferViews", spec["bufferView"])
+        data = self.buffer(view.get("buffer"))
+        view_start, view_length = view.get("byteOffset", 0), view.get("byteLength")
+        offset = spec.get("byteOffset", 0)
+        if not (_is_count(view_start) and _is_count(view_length) and _is_count(offset)):
+            raise _Malformed(f"bufferViews[{spec['bufferView']}] has an invalid range")
+        if view_start + view_length > len(data):
+            raise _Malformed(f"bufferViews[{spec['bufferView']}] runs past its buffer")
+        item = dtype.itemsize * width
+        stride = view.get("byteStride") or item
+        if not _is_count(stride) or stride < item:
+            raise _Malformed(f"bufferViews[{spec['bufferView']}] has an invalid byteStride")
+        needed = (count - 1) * stride + item if count else 0
+        if offset + needed > view_length:
+            raise _Malformed(f"an accessor on bufferViews[{spec['bufferView']}] runs past it")
+        start = view_start + offset
+        if stride == item:
+            return np.frombuffer(data, dtype, count * width, start).reshape(count, width)
+        rows = np.lib.stride_tricks.as_strided(
+            np.frombuffer(data, np.uint8, needed, start), (count, item), (stride, 1)
+        )
+        return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
+
+    def _sparse(self, sparse: Mapping[str, Any], array: np.ndarray, index: Any) -> np.ndarray:
+        count = sparse.get("count")
+        where, values = sparse.get("indices"), sparse.get("values")
+        if not _is_count(count) or not isinstance(where, dict) or not isinstance(values, dict):
+            raise _Malformed(f"accessors[{index}] has an invalid sparse block")
+        index_type = _COMPONENT_TYPES.get(where.get("componentType"))
+        if index_type is None:
+            raise _Malformed(f"accessors[{index}] has invalid sparse indices")
+        rows = self._view_data(where, index_type, 1, count).reshape(-1).astype(np.int64)
+        patch = self._view_data(values, array.dtype, array.shape[1], count)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(array)):
+            raise _Malformed(f"accessors[{index}] has sparse indices out of range")
+        array = array.copy()
+        array[rows] = patch
+        return array
+
+    def floats(self, index: Any) -> np.ndarray:
+        """The accessor as float64, normalised integers scaled to [0, 1] / [-1, 1]."""
+        array = self.accessor(index)
+        if array.dtype.kind == "f":
+            return array.astype(np.float64)
+        if self.item("accessors", index).get("normalized"):
+            scale = float(np.iinfo(array.dtype).max)
+            return np.maximum(array / scale, -1.0)
+        return array.astype(np.float64)
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass
+class _Primitive:
+    """One triangle primitive of one mesh, in the mesh's own space."""
+
+    spec: Mapping[str, Any]
+    positions: np.ndarray  # (V, 3) float64
+    faces: np.ndarray  # (F, 3) int64
+
+
+@dataclass
+class _Scene:
+    """A parsed GLB: every primitive once (for the counts) and the placed instances."""
+
+    doc: _Document
+    primitives: list[_Primitive]
+    vertices: np.ndarray  # (N, 3) world space, all placed instances
+    faces: np.ndarray  # (F, 3) into `vertices`
+    parts: list[tuple[_Primitive, int, int]]  # (primitive, first vertex, first face)
+    matrices: list[np.ndarray]  # each part's 4x4 world matrix
+    _welded: tuple[np.ndarray, int] | None = field(default=None, repr=False)
+    _topology: tuple[bool, bool] | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.doc.glb.label
+
+    def welded(self) -> tuple[np.ndarray, int]:
+        """Position class of each vertex and how many classes (computed once, shared by the
+        inspection and the preview's normals)."""
+        if self._welded is None:
+            self._welded = _weld_by_position(self.vertices)
+        return self._welded
+
+    def topology(self) -> tuple[bool, bool]:
+        """(closed, consistently wound) once welded by position; computed once."""
+        if self._topology is None:
+            self._topology = _edge_topology(self.welded()[0][self.faces])
+        return self._topology
+
+    def cullable(self) -> bool:
+        """One placed mesh, closed and consistently wound: every face turned away from the
+        viewer is hidden by a nearer one, so the preview may skip them. (Several parts could
+        be wound opposite ways, e.g. a mirrored instance; they are drawn in full.)"""
+        closed, consistent = self.topology()
+        return len(self.parts) == 1 and closed and consistent
+
+    def stored_normals(self) -> np.ndarray | None:
+        """World-space NORMAL per vertex when every placed part has them, else None."""
+        normals = []
+        for (primitive, _, _), matrix in zip(self.parts, self.matrices, strict=True):
+            index = primitive.spec["attributes"].get("NORMAL")
+            if index is None:
+                return None
+            stored = self.doc.floats(index)
+            if stored.shape != primitive.positions.shape:
+                return None
+            # Normals transform with the inverse transpose (non-uniform scale, mirroring).
+            linear = matrix[:3, :3]
+            det = np.linalg.det(linear)
+            if abs(det) < 1e-300:
+                return None
+            normals.append(_times(stored, np.linalg.inv(linear).T))
+        return np.concatenate(normals)
+
+
+def _load(source: Path | bytes) -> _Scene:
+    glb = _read_glb(source)
+    doc = _Document(glb)
     try:
-        # force="scene" exists on trimesh 4 and 5 (load_scene only on newer releases).
-        scene = trimesh.load(io.BytesIO(glb.data), file_type="glb", force="scene")
-    except Exception as exc:  # trimesh raises anything from KeyError to struct.error
+        return _scene(doc)
+    except MeshError:
+        raise
+    except _Malformed as exc:
+        raise MeshError(f"{glb.label} could not be parsed as glTF: {exc}") from None
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        # Malformed JSON values the checks above did not foresee (wrong types, huge counts).
         raise MeshError(f"{glb.label} could not be parsed as glTF: {exc!r}") from exc
-    if not isinstance(scene, trimesh.Scene):
-        raise MeshError(f"{glb.label} did not load as a scene")
-    return scene
+
+
+def _scene(doc: _Document) -> _Scene:
+    required = _json_list(doc.gltf, "extensionsRequired")
+    unsupported = [name for name in _GEOMETRY_EXTENSIONS if name in required]
+    if unsupported:
+        raise MeshError(f"{doc.glb.label} uses {', '.join(unsupported)}, which is not supported")
+    meshes: dict[int, list[_Primitive]] = {}
+    for index, mesh in enumerate(_json_list(doc.gltf, "meshes")):
+        if not isinstance(mesh, dict):
+            raise _Malformed(f"meshes[{index}] is not an object")
+        meshes[index] = [
+            p for spec in _json_list(mesh, "primitives") if (p := _primitive(doc, spec))
+        ]
+    primitives = [p for group in meshes.values() for p in group]
+    if not any(len(p.faces) for p in primitives):
+        raise MeshError(f"{doc.glb.label} has no geometry: no triangle meshes in the scene")
+    placed = _placements(doc, meshes)
+    if not any(len(p.faces) for p, _ in placed):  # nothing placed: each mesh once, unmoved
+        placed = [(p, np.eye(4)) for p in primitives]
+    parts, matrices, vertices, faces = [], [], [], []
+    first_vertex = first_face = 0
+    for primitive, matrix in placed:
+        if not len(primitive.faces):
+            continue
+        vertices.append(_times(primitive.positions, matrix[:3, :3]) + matrix[:3, 3])
+        faces.append(primitive.faces + first_vertex)
+        parts.append((primitive, first_vertex, first_face))
+        matrices.append(matrix)
+        first_vertex += len(primitive.positions)
+        first_face += len(primitive.faces)
+    return _Scene(doc, primitives, np.concatenate(vertices), np.concatenate(faces), parts, matrices)
+
+
+def _primitive(doc: _Document, spec: Any) -> _Primitive | None:
+    """The primitive's triangles, or None for points and lines (not a surface)."""
+    if not isinstance(spec, dict):
+        raise _Malformed("a mesh primitive is not an object")
+    mode = spec.get("mode", _TRIANGLES)
+    attributes = spec.get("attributes")
+    if mode not in (_TRIANGLES, _TRIANGLE_STRIP, _TRIANGLE_FAN):
+        return None
+    if not isinstance(attributes, dict) or "POSITION" not in attributes:
+        raise _Malformed("a triangle primitive has no POSITION attribute")
+    positions = doc.floats(attributes["POSITION"])
+    if positions.shape[1] != 3:
+        raise _Malformed("POSITION is not a VEC3 accessor")
+    if "indices" in spec:
+        indices = doc.accessor(spec["indices"])
+        if indices.shape[1] != 1 or indices.dtype.kind != "u":
+            raise _Malformed("indices are not unsigned integer scalars")
+        corners = indices.reshape(-1).astype(np.int64)
+    else:
+        corners = np.arange(len(positions), dtype=np.int64)
+    if len(corners) and int(corners.max()) >= len(positions):
+        raise _Malformed("indices point past the end of the vertex list")
+    return _Primitive(spec, positions, _triangles(corners, mode))
+
+
+def _triangles(corners: np.ndarray, mode: int) -> np.ndarray:
+    if mode == _TRIANGLES:
+        return corners[: len(corners) - len(corners) % 3].reshape(-1, 3)
+    n = max(0, len(corners) - 2)
+    i = np.arange(n)
+    if mode == _TRIANGLE_FAN:
+        return np.stack([np.full(n, corners[0]), corners[i + 1], corners[i + 2]], axis=1)
+    odd = i % 2 == 1  # every other strip triangle is wound the other way round
+    first = np.where(odd, corners[i + 1], corners[i])
+    second = np.where(odd, corners[i], corners[i + 1])
+    return np.stack([first, second, corners[i + 2]], axis=1)
+
+
+def _placements(
+    doc: _Document, meshes: Mapping[int, list[_Primitive]]
+) -> list[tuple[_Primitive, np.ndarray]]:
+    """Every primitive of every mesh node of the default scene, with its world matrix."""
+    scene = _json_item(doc.gltf, "scenes", doc.gltf.get("scene", 0))
+    if scene is None:
+        return []
+    nodes = _json_list(doc.gltf, "nodes")
+    placed: list[tuple[_Primitive, np.ndarray]] = []
+    stack = [(root, np.eye(4), 0) for root in reversed(_json_list(scene, "nodes"))]
+    while stack:
+        index, parent, depth = stack.pop()
+        if depth > len(nodes):
+            raise _Malformed("the node hierarchy has a cycle")
+        node = doc.item("nodes", index)
+        matrix = parent @ _local_matrix(node)
+        if "mesh" in node:
+            if node["mesh"] not in meshes:
+                raise _Malformed(f"nodes[{index}] points at meshes[{node['mesh']!r}], missing")
+            placed += [(p, matrix) for p in meshes[node["mesh"]]]
+        stack += [(child, matrix, depth + 1) for child in reversed(_json_list(node, "children"))]
+    return placed
+
+
+def _local_matrix(node: Mapping[str, Any]) -> np.ndarray:
+    if "matrix" in node:
+        return np.asarray(node["matrix"], dtype=np.float64).reshape(4, 4).T  # column-major
+    x, y, z, w = np.asarray(node.get("rotation", (0.0, 0.0, 0.0, 1.0)), dtype=np.float64)
+    rotation = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation * np.asarray(node.get("scale", (1.0, 1.0, 1.0)), dtype=np.float64)
+    matrix[:3, 3] = np.asarray(node.get("translation", (0.0, 0.0, 0.0)), dtype=np.float64)
+    return matrix
+
+
+def _times(points: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """`points @ linear.T` for (N, 3) points, without BLAS: OpenBLAS runs a product this
+    small on all its threads, which then spin, doubling the CPU time of the whole preview."""
+    return np.einsum("nj,ij->ni", points, linear)
 
 
 def _json_list(gltf: Mapping[str, Any], key: str) -> list[Any]:
     value = gltf.get(key)
     return value if isinstance(value, list) else []
-
-
-def _has_real_base_color_texture(glb: _Glb, material: Any) -> bool:
-    """baseColorTexture -> texture -> image -> embedded bytes that Pillow recognises."""
-    if not isinstance(material, dict):
-        return False
-    pbr = material.get("pbrMetallicRoughness")
-    ref = pbr.get("baseColorTexture") if isinstance(pbr, dict) else None
-    texture = _json_item(glb.gltf, "textures", ref.get("index") if isinstance(ref, dict) else None)
-    if texture is None:
-        return False
-    sources = [texture.get("source")]
-    extensions = texture.get("extensions")
-    if isinstance(extensions, dict):  # EXT_texture_webp, KHR_texture_basisu, ...
-        sources += [e.get("source") for e in extensions.values() if isinstance(e, dict)]
-    for index in sources:
-        image = _json_item(glb.gltf, "images", index)
-        blob = _image_bytes(glb, image) if image is not None else None
-        if blob and _is_image(blob):
-            return True
-    return False
 
 
 def _json_item(gltf: Mapping[str, Any], key: str, index: Any) -> dict[str, Any] | None:
@@ -205,31 +505,6 @@ def _json_item(gltf: Mapping[str, Any], key: str, index: Any) -> dict[str, Any] 
         item = items[index]
         return item if isinstance(item, dict) else None
     return None
-
-
-def _image_bytes(glb: _Glb, image: Mapping[str, Any]) -> bytes | None:
-    """Embedded image bytes; external URIs cannot be resolved from a GLB, so None."""
-    uri = image.get("uri")
-    if isinstance(uri, str):
-        return _data_uri(uri)
-    view = _json_item(glb.gltf, "bufferViews", image.get("bufferView"))
-    if view is None:
-        return None
-    buffer_index = view.get("buffer")
-    buffer = _json_item(glb.gltf, "buffers", buffer_index)
-    if buffer is None:
-        return None
-    if isinstance(buffer.get("uri"), str):
-        blob = _data_uri(buffer["uri"])
-    else:
-        blob = glb.bin_chunk if buffer_index == 0 else None
-    start = view.get("byteOffset", 0)
-    size = view.get("byteLength")
-    if blob is None or not isinstance(start, int) or not isinstance(size, int):
-        return None
-    if start < 0 or size <= 0 or start + size > len(blob):
-        return None
-    return blob[start : start + size]
 
 
 def _data_uri(uri: str) -> bytes | None:
@@ -241,40 +516,90 @@ def _data_uri(uri: str) -> bytes | None:
         return None
 
 
-def _is_image(blob: bytes) -> bool:
+# ------------------------------------------------------------------------ inspection
+
+
+def _inspect(scene: _Scene) -> MeshInfo:
+    gltf = scene.doc.gltf
+    vertices = scene.vertices
+    finite = vertices[np.isfinite(vertices).all(axis=1)]
+    if len(finite) == 0:
+        raise MeshError(f"{scene.label} has no geometry: no finite vertex positions")
+    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    welded, welded_count = scene.welded()
+    materials = _json_list(gltf, "materials")
+    return MeshInfo(
+        file_bytes=scene.doc.glb.file_bytes,
+        vertices=sum(len(p.positions) for p in scene.primitives),
+        faces=sum(len(p.faces) for p in scene.primitives),
+        welded_vertices=welded_count,
+        watertight=scene.topology()[0],
+        materials=len(materials),
+        textures=len(_json_list(gltf, "textures")),
+        has_pbr_material=any(
+            isinstance(m, dict) and isinstance(m.get("pbrMetallicRoughness"), dict)
+            for m in materials
+        ),
+        has_base_color_texture=any(
+            _base_color_image(scene.doc, m, check=_is_image) is not None for m in materials
+        ),
+        bounds=(
+            (float(lo[0]), float(lo[1]), float(lo[2])),
+            (float(hi[0]), float(hi[1]), float(hi[2])),
+        ),
+    )
+
+
+def _base_color_image(doc: _Document, material: Any, check: Any) -> Any:
+    """baseColorTexture -> texture -> image -> embedded bytes, the first for which
+    `check(bytes)` is not None (the texture's own source, then extension sources such as
+    EXT_texture_webp)."""
+    if not isinstance(material, dict):
+        return None
+    pbr = material.get("pbrMetallicRoughness")
+    ref = pbr.get("baseColorTexture") if isinstance(pbr, dict) else None
+    texture = _json_item(doc.gltf, "textures", ref.get("index") if isinstance(ref, dict) else None)
+    if texture is None:
+        return None
+    sources = [texture.get("source")]
+    extensions = texture.get("extensions")
+    if isinstance(extensions, dict):
+        sources += [e.get("source") for e in extensions.values() if isinstance(e, dict)]
+    for index in sources:
+        image = _json_item(doc.gltf, "images", index)
+        blob = _image_bytes(doc, image) if image is not None else None
+        if blob:
+            found = check(blob)
+            if found is not None:
+                return found
+    return None
+
+
+def _image_bytes(doc: _Document, image: Mapping[str, Any]) -> bytes | None:
+    """Embedded image bytes; external URIs cannot be resolved from a GLB, so None."""
+    uri = image.get("uri")
+    if isinstance(uri, str):
+        return _data_uri(uri)
+    view = _json_item(doc.gltf, "bufferViews", image.get("bufferView"))
+    if view is None:
+        return None
+    try:
+        blob = doc.buffer(view.get("buffer"))
+    except _Malformed:
+        return None
+    start, size = view.get("byteOffset", 0), view.get("byteLength")
+    if not _is_count(start) or not _is_count(size) or size == 0 or start + size > len(blob):
+        return None
+    return bytes(blob[start : start + size])
+
+
+def _is_image(blob: bytes) -> bool | None:
+    """True when Pillow recognises the bytes (the header only: no decoding), else None."""
     try:
         with Image.open(io.BytesIO(blob)) as image:
-            return image.width > 0 and image.height > 0
+            return True if image.width > 0 and image.height > 0 else None
     except Exception:  # Pillow raises several types for unknown or corrupt data
-        return False
-
-
-# ------------------------------------------------------------------------- geometry
-
-
-def _placed_parts(scene: trimesh.Scene) -> list[_Part]:
-    """Every mesh instance in world space; unplaced geometry counts at the origin."""
-    parts: list[_Part] = []
-    for node in sorted(scene.graph.nodes_geometry, key=str):
-        transform, name = scene.graph[node]
-        mesh = scene.geometry.get(name)
-        if isinstance(mesh, trimesh.Trimesh) and len(mesh.faces):
-            matrix = np.asarray(transform, dtype=np.float64)
-            world = np.asarray(mesh.vertices, dtype=np.float64) @ matrix[:3, :3].T + matrix[:3, 3]
-            parts.append(_Part(world, np.asarray(mesh.faces, dtype=np.int64), mesh))
-    if not parts:
-        for mesh in scene.geometry.values():
-            if isinstance(mesh, trimesh.Trimesh) and len(mesh.faces):
-                vertices = np.asarray(mesh.vertices, dtype=np.float64)
-                parts.append(_Part(vertices, np.asarray(mesh.faces, dtype=np.int64), mesh))
-    return parts
-
-
-def _concatenate(parts: list[_Part]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
-    vertices = np.concatenate([p.vertices for p in parts])
-    faces = np.concatenate([p.faces + offsets[i] for i, p in enumerate(parts)])
-    return vertices, faces
+        return None
 
 
 def _weld_by_position(vertices: np.ndarray) -> tuple[np.ndarray, int]:
@@ -292,17 +617,27 @@ def _weld_by_position(vertices: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse.reshape(-1), len(unique)
 
 
-def _is_closed(faces: np.ndarray) -> bool:
-    """Every edge shared by exactly two faces (trimesh's definition of watertight)."""
+def _edge_topology(faces: np.ndarray) -> tuple[bool, bool]:
+    """(closed, consistently wound): closed when every edge is shared by exactly two faces
+    (trimesh's definition of watertight), consistent when those two run it in opposite
+    directions. Degenerate faces (a repeated vertex) are left out. One sort of the edges."""
     faces = faces[
         (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
     ]
     if len(faces) == 0:
-        return False
-    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
-    keys = edges[:, 0] * (int(faces.max()) + 1) + edges[:, 1]
-    _, counts = np.unique(keys, return_counts=True)
-    return bool(np.all(counts == 2))
+        return False, False
+    start, end = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
+    low, high = np.minimum(start, end), np.maximum(start, end)
+    # The edge's key, with its direction in the lowest bit.
+    keys = np.sort(((low * (int(faces.max()) + 1) + high) << 1) | (start > end))
+    if len(keys) % 2:
+        return False, False
+    pairs = keys.reshape(-1, 2)
+    edge = pairs >> 1
+    # Sorted, every edge must come exactly twice: pairs agree, neighbouring pairs differ.
+    closed = bool(np.all(edge[:, 0] == edge[:, 1]) and np.all(edge[1:, 0] != edge[:-1, 1]))
+    consistent = closed and bool(np.all((pairs[:, 0] & 1) == 0) and np.all(pairs[:, 1] & 1))
+    return closed, consistent
 
 
 # -------------------------------------------------------------------------- preview
@@ -315,11 +650,13 @@ _AMBIENT = 0.28
 _BACKGROUND = np.array([236, 237, 238], dtype=np.uint8)  # sRGB, light neutral
 _NEUTRAL = np.array([0.72, 0.72, 0.72])  # sRGB, meshes with no colour at all
 _CREASE_COS = math.cos(math.radians(50.0))  # sharper edges keep flat-shaded faces
-_MAX_TEXTURE = 1024  # larger textures are box-filtered down first (a cheap mipmap)
+_TEXELS_PER_PIXEL = 2  # textures are decoded at about twice the render's width (a mipmap)
+_MAX_TEXTURE = 1024
 _RASTER_BUDGET = 1 << 20  # candidate pixels per vectorised batch
 _BIG_TRIANGLE = 2048  # bounding-box pixels above which a triangle is rasterised on its own
 _EDGE_EPS = 1e-9  # inclusive edges: neighbours both claim a shared edge, so no cracks
 _NO_FACE = np.iinfo(np.int64).max
+_THUMBNAIL_QUALITY = 82
 _LINEAR_TO_SRGB8 = np.rint(  # 16-bit linear in, 8-bit sRGB out: a table beats pow()
     255.0
     * np.where(
@@ -335,55 +672,81 @@ _SRGB_TO_LINEAR = np.where(
 )
 
 
-def render_preview(source: Path | bytes, *, size: int = 256) -> bytes:
-    """Render a shaded, textured 3/4 view of the GLB as a `size` x `size` RGB PNG.
+def _render(scene: _Scene, size: int, supersample: int = 1) -> np.ndarray:
+    """The shaded, textured view as a (size, size, 3) sRGB uint8 array.
 
-    Software rasteriser (z-buffered triangles, barycentric UVs, Lambert + ambient light),
-    deterministic for the same input. Raises MeshError like `inspect_glb`.
-    """
-    if not 8 <= size <= 2048:
-        raise ValueError(f"size must be between 8 and 2048 pixels, got {size}")
-    glb = _read_glb(source)
-    parts = _placed_parts(_load_scene(glb))
-    if not parts:
-        raise MeshError(f"{glb.label} has no geometry: no triangle meshes in the scene")
-    vertices, faces = _concatenate(parts)
+    Rendered at the output size (supersampling would cost 4x the pixels for every step
+    below), then the silhouette's staircase is softened, which is where aliasing shows."""
+    width = size * supersample
+    vertices, faces = scene.vertices, scene.faces
     finite = np.isfinite(vertices).all(axis=1)
     kept = np.flatnonzero(finite[faces].all(axis=1))  # NaN corners would wreck fit and raster
-    faces = faces[kept]
-    if len(faces) == 0:
-        raise MeshError(f"{glb.label} has no geometry: no triangles with finite positions")
-    vertices = np.where(finite[:, None], vertices, 0.0)
+    if len(kept) == 0:
+        raise MeshError(f"{scene.label} has no geometry: no triangles with finite positions")
     rotation = _rotation(_YAW, _PITCH)
-    view = vertices @ rotation.T
-    supersample = 2 if size <= 512 else 1  # big previews alias less; 4x the pixels costs
-    width = size * supersample
-    screen = _fit_to_screen(view, faces, width)
-    coefficients = _edge_coefficients(screen, faces)
-    face_id = _rasterize(screen, view[:, 2], faces, coefficients, width)
+    view = _times(np.where(finite[:, None], vertices, 0.0), rotation)
+    screen = _fit_to_screen(view, faces[kept], width)
+    candidates, coefficients, face_id = _rasterize(
+        screen, view[:, 2], faces[kept], width, cull=scene.cullable()
+    )
     pixels = np.flatnonzero(face_id >= 0)
-    fid = face_id[pixels]
-    bary = _barycentrics(coefficients, fid, pixels, width)
+    winner = face_id[pixels]
+    bary = _barycentrics(coefficients, winner, pixels, width)
+    fid = kept[candidates[winner]]  # index into scene.faces
 
-    normals = _corner_normals(view, faces)  # (F, 3, 3) per-corner, view space
-    n = np.einsum("pc,pcd->pd", bary, np.take(normals, fid, axis=0))
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    n[n[:, 2] < 0] *= -1.0  # two-sided: open or inside-out surfaces still catch the light
-    lambert = np.clip(n @ _LIGHT, 0.0, None)
+    stored = scene.stored_normals()
+    if stored is not None:
+        n = _interpolated_normals(_times(stored, rotation), faces, fid, bary)
+    else:
+        welded, count = scene.welded()
+        n = _pixel_normals(view, faces, welded, count, fid, bary)
+    lambert = np.clip(n[:, 0] * _LIGHT[0] + n[:, 1] * _LIGHT[1] + n[:, 2] * _LIGHT[2], 0.0, None)
     sky = 0.85 + 0.15 * n[:, 1]  # a little more ambient from above reads as depth
     light = _AMBIENT * sky + (1.0 - _AMBIENT) * lambert
-
-    albedo = _albedo(parts, kept[fid], bary)  # linear RGB
-    colour = albedo * light[:, None]
+    colour = _albedo(scene, fid, bary, width) * light[:, None]
 
     rgb = np.empty((width * width, 3), dtype=np.uint8)
     rgb[:] = _BACKGROUND
     rgb[pixels] = _linear_to_srgb8(colour)
-    png = Image.fromarray(rgb.reshape(width, width, 3), "RGB")
+    image = Image.fromarray(rgb.reshape(width, width, 3), "RGB")
     if supersample > 1:
-        png = png.reduce(supersample)  # box filter: antialiased edges
+        return np.asarray(image.reduce(supersample))  # box filter: antialiased edges
+    covered = np.zeros((width, width), dtype=bool)
+    covered.reshape(-1)[pixels] = True
+    return _soften_silhouette(rgb.reshape(width, width, 3), covered)
+
+
+def _soften_silhouette(rgb: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Blend the pixels on either side of the outline with their 3x3 neighbourhood: the
+    staircase reads as a smooth edge, the inside stays sharp. About a millisecond."""
+    padded = np.pad(covered, 1, mode="edge")
+    shifted = [padded[1:-1, :-2], padded[1:-1, 2:], padded[:-2, 1:-1], padded[2:, 1:-1]]
+    outline = np.logical_or.reduce([s != covered for s in shifted])
+    if not outline.any():
+        return rgb
+    blurred = np.asarray(Image.fromarray(rgb, "RGB").filter(ImageFilter.BoxBlur(1)))
+    return np.where(outline[:, :, None], blurred, rgb)
+
+
+def _png(rgb: np.ndarray) -> bytes:
     out = io.BytesIO()
-    png.save(out, format="PNG", optimize=False)
+    # Level 1: a third of the time of the default level 6, for a few percent more bytes
+    # (the flat background compresses well at any level).
+    Image.fromarray(rgb, "RGB").save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def thumbnail_of(png: bytes, edge: int = 192) -> bytes:
+    """The JPEG thumbnail `analyse_glb` makes, from a stored preview PNG."""
+    with Image.open(io.BytesIO(png)) as image:
+        return _thumbnail(np.asarray(image.convert("RGB")), edge)
+
+
+def _thumbnail(rgb: np.ndarray, edge: int) -> bytes:
+    image = Image.fromarray(rgb, "RGB")
+    image.thumbnail((edge, edge))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=_THUMBNAIL_QUALITY)
     return out.getvalue()
 
 
@@ -396,7 +759,9 @@ def _rotation(yaw: float, pitch: float) -> np.ndarray:
 
 def _fit_to_screen(view: np.ndarray, faces: np.ndarray, width: int) -> np.ndarray:
     """Orthographic: x right, y down, the used vertices' box centred with a margin."""
-    used = view[np.unique(faces)]
+    in_use = np.zeros(len(view), dtype=bool)
+    in_use[faces.reshape(-1)] = True
+    used = view[in_use]
     lo, hi = used[:, :2].min(axis=0), used[:, :2].max(axis=0)
     extent = float((hi - lo).max())
     scale = width * (1.0 - 2.0 * _MARGIN) / extent if extent > 0 else 1.0
@@ -407,57 +772,73 @@ def _fit_to_screen(view: np.ndarray, faces: np.ndarray, width: int) -> np.ndarra
     return screen
 
 
-def _edge_coefficients(screen: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per face, b1 and b2 as affine functions of the pixel position: (F, 3) each."""
-    p0, p1, p2 = screen[faces[:, 0]], screen[faces[:, 1]], screen[faces[:, 2]]
-    e1, e2 = p1 - p0, p2 - p0
-    area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    inv = np.divide(1.0, area, out=np.zeros_like(area), where=np.abs(area) > 1e-12)
-    a1, b1 = e2[:, 1] * inv, -e2[:, 0] * inv
-    a2, b2 = -e1[:, 1] * inv, e1[:, 0] * inv
-    c1 = -(p0[:, 0] * a1 + p0[:, 1] * b1)
-    c2 = -(p0[:, 0] * a2 + p0[:, 1] * b2)
-    return np.stack([a1, b1, c1], axis=1), np.stack([a2, b2, c2], axis=1)
+_Plane = tuple[np.ndarray, np.ndarray, np.ndarray]  # (a, b, c): a * x + b * y + c per face
 
 
 def _rasterize(
-    screen: np.ndarray,
-    depth: np.ndarray,
-    faces: np.ndarray,
-    coefficients: tuple[np.ndarray, np.ndarray],
-    width: int,
-) -> np.ndarray:
-    """Nearest face index per pixel (-1 = background).
+    screen: np.ndarray, depth: np.ndarray, faces: np.ndarray, width: int, cull: bool = False
+) -> tuple[np.ndarray, tuple[_Plane, _Plane], np.ndarray]:
+    """(candidates, their barycentric planes, winner per pixel): `candidates` indexes the
+    faces that may cover a pixel centre, the winner (-1 = background) indexes `candidates`,
+    and the planes give each candidate's b1 and b2 at any pixel position. `cull` (for a
+    closed, consistently wound surface) leaves out the faces turned away from the viewer:
+    a nearer face always hides them, and they are half the work.
 
-    Each candidate pixel's key packs (quantised depth << 32 | face index), so keeping the
-    minimum key is the whole z-test and ties resolve to the lower face index, whatever
+    Each candidate pixel's key packs (quantised depth << 32 | candidate index), so keeping
+    the minimum key is the whole z-test and ties resolve to the lower face index, whatever
     order the work is done in. Small triangles (the bulk of a dense mesh) are done in
     vectorised batches of candidate pixels; big ones one by one over their bounding box.
+    Per-face values live in flat arrays, one per quantity: numpy is several times slower
+    on the short rows of a (faces, 3) array.
     """
     if len(faces) >= 1 << 32:
         raise MeshError("too many faces to render a preview")
-    coeff1, coeff2 = coefficients
-    valid = np.abs(coeff1).sum(axis=1) > 0
-    tri = screen[faces]  # (F, 3, 2)
-    x_lo = np.clip(np.ceil(tri[:, :, 0].min(axis=1) - 0.5), 0, width).astype(np.int64)
-    x_hi = np.clip(np.floor(tri[:, :, 0].max(axis=1) - 0.5), -1, width - 1).astype(np.int64)
-    y_lo = np.clip(np.ceil(tri[:, :, 1].min(axis=1) - 0.5), 0, width).astype(np.int64)
-    y_hi = np.clip(np.floor(tri[:, :, 1].max(axis=1) - 0.5), -1, width - 1).astype(np.int64)
-    spans = np.maximum(x_hi - x_lo + 1, 0)
-    counts = spans * np.maximum(y_hi - y_lo + 1, 0) * valid
+    xs, ys, zs = screen[:, 0][faces.T], screen[:, 1][faces.T], depth[faces.T]  # (3, F) each
+    x_lo = np.ceil(np.minimum(np.minimum(xs[0], xs[1]), xs[2]) - 0.5).clip(0, width)
+    x_hi = np.floor(np.maximum(np.maximum(xs[0], xs[1]), xs[2]) - 0.5).clip(-1, width - 1)
+    y_lo = np.ceil(np.minimum(np.minimum(ys[0], ys[1]), ys[2]) - 0.5).clip(0, width)
+    y_hi = np.floor(np.maximum(np.maximum(ys[0], ys[1]), ys[2]) - 0.5).clip(-1, width - 1)
+    ex1, ey1, ex2, ey2 = xs[1] - xs[0], ys[1] - ys[0], xs[2] - xs[0], ys[2] - ys[0]
+    area = ex1 * ey2 - ey1 * ex2  # screen y points down: front faces are negative
+    # A dense mesh's triangles are about a pixel big: many cover no pixel centre at all,
+    # and everything below is done for the others only.
+    drawn = (x_hi >= x_lo) & (y_hi >= y_lo) & (np.abs(area) > 1e-12)
+    if cull:
+        # Which way round "away" is: the sign of the enclosed volume, sum(mean z * area in
+        # the view plane) by the divergence theorem (screen y is flipped, hence the minus).
+        volume = -float(((zs[0] + zs[1] + zs[2]) * area).sum())
+        if volume != 0:
+            drawn &= area * volume < 0
+    candidates = np.flatnonzero(drawn)
+    inv = 1.0 / area[candidates]
+    a1, b1 = ey2[candidates] * inv, -ex2[candidates] * inv
+    a2, b2 = -ey1[candidates] * inv, ex1[candidates] * inv
+    x0, y0 = xs[0][candidates], ys[0][candidates]
+    plane1 = (a1, b1, -(x0 * a1 + y0 * b1))
+    plane2 = (a2, b2, -(x0 * a2 + y0 * b2))
+    x_lo, y_lo = x_lo[candidates].astype(np.int64), y_lo[candidates].astype(np.int64)
+    spans = x_hi[candidates].astype(np.int64) - x_lo + 1
+    heights = y_hi[candidates].astype(np.int64) - y_lo + 1
+    counts = spans * heights
 
-    zf = depth[faces]  # (F, 3)
-    z_near, z_far = float(zf.max()), float(zf.min())
+    z0 = zs[0][candidates]
+    dz1, dz2 = zs[1][candidates] - z0, zs[2][candidates] - z0
+    z_near = float(zs[:, candidates].max()) if len(candidates) else 1.0
+    z_far = float(zs[:, candidates].min()) if len(candidates) else 0.0
     z_scale = ((1 << 31) - 1) / max(z_near - z_far, 1e-12)
-    z0, dz1, dz2 = zf[:, 0], zf[:, 1] - zf[:, 0], zf[:, 2] - zf[:, 0]
 
-    def depth_keys(face: np.ndarray, b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
-        z = z0[face] + b1 * dz1[face] + b2 * dz2[face]
+    def keyed(face: np.ndarray, pixel: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """Test the pixel centres (x, y) against their faces and z-test the ones inside."""
+        u = plane1[0][face] * x + plane1[1][face] * y + plane1[2][face]
+        v = plane2[0][face] * x + plane2[1][face] * y + plane2[2][face]
+        inside = np.flatnonzero((u >= -_EDGE_EPS) & (v >= -_EDGE_EPS) & (u + v <= 1.0 + _EDGE_EPS))
+        face, u, v = face[inside], u[inside], v[inside]
+        z = z0[face] + u * dz1[face] + v * dz2[face]
         quantised = np.clip((z_near - z) * z_scale, 0, (1 << 31) - 1).astype(np.int64)
-        return (quantised << 32) | face
+        np.minimum.at(keys, pixel[inside], (quantised << 32) | face)
 
     keys = np.full(width * width, _NO_FACE, dtype=np.int64)
-    small = np.flatnonzero((counts > 0) & (counts <= _BIG_TRIANGLE))
+    small = np.flatnonzero(counts <= _BIG_TRIANGLE)
     cumulative = np.cumsum(counts[small])
     total = int(cumulative[-1]) if len(small) else 0
     cuts = np.searchsorted(cumulative, np.arange(_RASTER_BUDGET, total, _RASTER_BUDGET))
@@ -465,145 +846,216 @@ def _rasterize(
         n = counts[batch]
         face = np.repeat(batch, n)
         local = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-        span = spans[face]
-        px = x_lo[face] + local % span
-        py = y_lo[face] + local // span
-        cx, cy = px + 0.5, py + 0.5
-        c1, c2 = np.take(coeff1, face, axis=0), np.take(coeff2, face, axis=0)
-        b1 = c1[:, 0] * cx + c1[:, 1] * cy + c1[:, 2]
-        b2 = c2[:, 0] * cx + c2[:, 1] * cy + c2[:, 2]
-        inside = (b1 >= -_EDGE_EPS) & (b2 >= -_EDGE_EPS) & (b1 + b2 <= 1.0 + _EDGE_EPS)
-        keyed = depth_keys(face[inside], b1[inside], b2[inside])
-        np.minimum.at(keys, py[inside] * width + px[inside], keyed)
+        py, px = np.divmod(local, spans[face])
+        px += x_lo[face]
+        py += y_lo[face]
+        keyed(face, py * width + px, px + 0.5, py + 0.5)
 
     for f in np.flatnonzero(counts > _BIG_TRIANGLE):
-        cx = np.arange(x_lo[f], x_hi[f] + 1) + 0.5
-        rows_per_band = max(1, _RASTER_BUDGET // len(cx))
-        for top in range(y_lo[f], y_hi[f] + 1, rows_per_band):
-            cy = np.arange(top, min(top + rows_per_band, y_hi[f] + 1))[:, None] + 0.5
-            b1 = coeff1[f, 0] * cx + (coeff1[f, 1] * cy + coeff1[f, 2])
-            b2 = coeff2[f, 0] * cx + (coeff2[f, 1] * cy + coeff2[f, 2])
-            inside = (b1 >= -_EDGE_EPS) & (b2 >= -_EDGE_EPS) & (b1 + b2 <= 1.0 + _EDGE_EPS)
-            rows, cols = np.nonzero(inside)
-            pixel = (rows + top) * width + cols + x_lo[f]
-            keyed = depth_keys(np.full(len(rows), f), b1[inside], b2[inside])
-            keys[pixel] = np.minimum(keys[pixel], keyed)  # one face: no repeated pixels
-    return np.where(keys == _NO_FACE, -1, keys & 0xFFFFFFFF)
+        columns = np.arange(x_lo[f], x_lo[f] + spans[f])
+        rows_per_band = max(1, _RASTER_BUDGET // len(columns))
+        for top in range(y_lo[f], y_lo[f] + heights[f], rows_per_band):
+            rows = np.arange(top, min(top + rows_per_band, y_lo[f] + heights[f]))
+            px, py = np.tile(columns, len(rows)), np.repeat(rows, len(columns))
+            keyed(np.full(len(px), f), py * width + px, px + 0.5, py + 0.5)
+    winner = np.where(keys == _NO_FACE, -1, keys & 0xFFFFFFFF)
+    return candidates, (plane1, plane2), winner
 
 
 def _barycentrics(
-    coefficients: tuple[np.ndarray, np.ndarray], fid: np.ndarray, pixels: np.ndarray, width: int
+    planes: tuple[_Plane, _Plane], fid: np.ndarray, pixels: np.ndarray, width: int
 ) -> np.ndarray:
     """(P, 3) weights of the winning face's corners at each covered pixel centre."""
-    coeff1, coeff2 = np.take(coefficients[0], fid, axis=0), np.take(coefficients[1], fid, axis=0)
-    cx, cy = pixels % width + 0.5, pixels // width + 0.5
-    b1 = coeff1[:, 0] * cx + coeff1[:, 1] * cy + coeff1[:, 2]
-    b2 = coeff2[:, 0] * cx + coeff2[:, 1] * cy + coeff2[:, 2]
-    bary = np.clip(np.stack([1.0 - b1 - b2, b1, b2], axis=1), 0.0, 1.0)
-    return bary / np.maximum(bary.sum(axis=1, keepdims=True), 1e-12)
+    cy, cx = np.divmod(pixels, width)
+    cx, cy = cx + 0.5, cy + 0.5
+    (a1, b1, c1), (a2, b2, c2) = planes
+    u = np.clip(a1[fid] * cx + b1[fid] * cy + c1[fid], 0.0, 1.0)
+    v = np.clip(a2[fid] * cx + b2[fid] * cy + c2[fid], 0.0, 1.0)
+    w = np.clip(1.0 - u - v, 0.0, 1.0)
+    total = np.maximum(w + u + v, 1e-12)
+    return np.stack([w / total, u / total, v / total], axis=1)
 
 
-def _corner_normals(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Smooth normals across UV seams (welded by position), flat across sharp creases."""
-    welded, count = _weld_by_position(view)
-    corners = view[faces]
-    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+def _pixel_normals(
+    view: np.ndarray,
+    faces: np.ndarray,
+    welded: np.ndarray,
+    count: int,
+    fid: np.ndarray,
+    bary: np.ndarray,
+) -> np.ndarray:
+    """Unit view-space normal per covered pixel, facing the viewer: smooth across UV seams
+    (vertices welded by position), flat across sharp creases."""
+    corners = view[faces]  # (F, 3, 3)
+    edges = np.roll(corners, -1, axis=1) - corners  # corner k -> corner k+1
+    cross = np.cross(edges[:, 0], -edges[:, 2])
     face_n = cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-12)
     # Weight by the corner angle, so how a flat side is triangulated does not tilt the normal.
-    edge_in = corners - np.roll(corners, 1, axis=1)
-    edge_out = np.roll(corners, -1, axis=1) - corners
-    edge_in /= np.maximum(np.linalg.norm(edge_in, axis=2, keepdims=True), 1e-12)
-    edge_out /= np.maximum(np.linalg.norm(edge_out, axis=2, keepdims=True), 1e-12)
-    angle = np.arccos(np.clip(-np.einsum("fcd,fcd->fc", edge_in, edge_out), -1.0, 1.0))
-    ids = welded[faces].reshape(-1)
-    weighted = (face_n[:, None, :] * angle[:, :, None]).reshape(-1, 3)
-    vertex_n = np.stack(
-        [np.bincount(ids, weights=weighted[:, k], minlength=count) for k in range(3)], axis=1
+    edges /= np.maximum(np.linalg.norm(edges, axis=2, keepdims=True), 1e-12)
+    cos = -np.einsum("fcd,fcd->fc", edges, np.roll(edges, 1, axis=1))
+    angle = np.arccos(np.clip(cos, -1.0, 1.0))
+    ids = welded[faces]  # (F, 3)
+    weighted = face_n[:, None, :] * angle[:, :, None]
+    vertex_n: np.ndarray = np.stack(
+        [np.bincount(ids.reshape(-1), weighted[..., k].reshape(-1), count) for k in range(3)],
+        axis=1,
+    ).astype(np.float64)
+    vertex_n /= np.maximum(np.linalg.norm(vertex_n, axis=1, keepdims=True), 1e-12)
+    # Only the pixels' winning faces from here on: a fraction of a dense mesh.
+    corner_n = vertex_n[ids[fid]]  # (P, 3, 3)
+    flat = face_n[fid]  # (P, 3)
+    smooth = np.einsum("pcd,pd->pc", corner_n, flat) >= _CREASE_COS
+    n = np.einsum("pc,pcd->pd", bary, np.where(smooth[:, :, None], corner_n, flat[:, None, :]))
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    n[n[:, 2] < 0] *= -1.0  # two-sided: open or inside-out surfaces still catch the light
+    return n
+
+
+def _interpolated_normals(
+    normals: np.ndarray, faces: np.ndarray, fid: np.ndarray, bary: np.ndarray
+) -> np.ndarray:
+    """The file's own vertex normals (view space) interpolated per pixel, facing the viewer;
+    the view direction where they are degenerate."""
+    n = _interpolate(normals, faces[fid], bary)
+    length = np.sqrt(n[:, 0] ** 2 + n[:, 1] ** 2 + n[:, 2] ** 2)
+    bad = ~(length > 1e-9)  # also NaN
+    n /= np.where(bad, 1.0, length)[:, None]
+    n[bad] = [0.0, 0.0, 1.0]
+    n[n[:, 2] < 0] *= -1.0  # two-sided: open or inside-out surfaces still catch the light
+    return n
+
+
+def _interpolate(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Per pixel, the barycentric mix of a per-vertex attribute at its face's corners."""
+    return (
+        values[corners[:, 0]] * bary[:, 0:1]
+        + values[corners[:, 1]] * bary[:, 1:2]
+        + values[corners[:, 2]] * bary[:, 2:3]
     )
-    vertex_n = vertex_n / np.maximum(np.linalg.norm(vertex_n, axis=1, keepdims=True), 1e-12)
-    corner_n = vertex_n[welded[faces]]  # (F, 3, 3)
-    smooth = np.einsum("fcd,fd->fc", corner_n, face_n) >= _CREASE_COS
-    return np.where(smooth[:, :, None], corner_n, face_n[:, None, :])
 
 
-def _albedo(parts: list[_Part], fid: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Linear RGB base colour per covered pixel (`fid` indexes all parts' faces in order)."""
+# ------------------------------------------------------------------------- colour
+
+
+@dataclass(frozen=True)
+class _Texture:
+    texels: np.ndarray  # (H, W, 3) sRGB, uint8
+    clamp_s: bool
+    clamp_t: bool
+
+
+def _albedo(scene: _Scene, fid: np.ndarray, bary: np.ndarray, width: int) -> np.ndarray:
+    """Linear RGB base colour per covered pixel: baseColorFactor x texture x COLOR_0."""
     albedo = np.empty((len(fid), 3))
-    face_start = np.cumsum([0] + [len(p.faces) for p in parts])
-    owner = np.searchsorted(face_start, fid, side="right") - 1
-    for index, part in enumerate(parts):
+    starts = np.array([first for _, _, first in scene.parts])
+    owner = np.searchsorted(starts, fid, side="right") - 1
+    textures: dict[int, _Texture | None] = {}  # per material, decoded once
+    for index, (primitive, _, first_face) in enumerate(scene.parts):
         mine = np.flatnonzero(owner == index)
-        if len(mine):
-            local = fid[mine] - face_start[index]
-            corners = np.take(part.faces, local, axis=0)
-            albedo[mine] = _part_albedo(part.mesh, corners, bary[mine], local)
+        if len(mine) == 0:
+            continue
+        corners = primitive.faces[fid[mine] - first_face]  # (P, 3) primitive's own vertices
+        albedo[mine] = _part_albedo(scene.doc, primitive, corners, bary[mine], width, textures)
     return albedo
 
 
 def _part_albedo(
-    mesh: trimesh.Trimesh, corners: np.ndarray, bary: np.ndarray, local_faces: np.ndarray
+    doc: _Document,
+    primitive: _Primitive,
+    corners: np.ndarray,
+    bary: np.ndarray,
+    width: int,
+    textures: dict[int, _Texture | None],
 ) -> np.ndarray:
-    visual = mesh.visual
-    kind = getattr(visual, "kind", None)
-    if kind == "texture":
-        material = getattr(visual, "material", None)
-        image = getattr(material, "baseColorTexture", None)
-        if image is None:
-            image = getattr(material, "image", None)  # SimpleMaterial
-        factor = _material_factor(material)
-        uv = getattr(visual, "uv", None)
-        if image is not None and uv is not None and len(uv) == len(mesh.vertices):
-            uv = np.asarray(uv, dtype=np.float64)
-            texel_uv = np.einsum("pc,pcd->pd", bary, np.take(uv, corners, axis=0))
-            return _sample_texture(image, texel_uv) * (1.0 if factor is None else factor)
-        if factor is not None:
-            return np.broadcast_to(factor, (len(bary), 3))
-    elif isinstance(visual, trimesh.visual.ColorVisuals) and kind == "vertex":
-        colours = _srgb8_to_linear(np.asarray(visual.vertex_colors)[:, :3])
-        return np.einsum("pc,pcd->pd", bary, np.take(colours, corners, axis=0))
-    elif isinstance(visual, trimesh.visual.ColorVisuals) and kind == "face":
-        return _srgb8_to_linear(np.asarray(visual.face_colors)[local_faces, :3])
-    return np.broadcast_to(_srgb_to_linear(_NEUTRAL), (len(bary), 3))
+    attributes = primitive.spec["attributes"]
+    colours = None
+    if "COLOR_0" in attributes:
+        values = doc.floats(attributes["COLOR_0"])
+        if values.shape[1] in (3, 4) and len(values) == len(primitive.positions):
+            colours = _interpolate(values[:, :3], corners, bary)  # linear
+    index = primitive.spec.get("material")
+    material = _json_item(doc.gltf, "materials", index)
+    if material is None:
+        if colours is not None:
+            return colours
+        return np.broadcast_to(_srgb_to_linear(_NEUTRAL), (len(bary), 3))
+    pbr = material.get("pbrMetallicRoughness")
+    pbr = pbr if isinstance(pbr, dict) else {}
+    factor = pbr.get("baseColorFactor")
+    base = np.asarray(factor, dtype=np.float64)[:3] if isinstance(factor, list) else None
+    assert isinstance(index, int)
+    if index not in textures:
+        textures[index] = _base_color_texture(doc, material, width)
+    texture = textures[index]
+    ref = pbr.get("baseColorTexture")
+    uv_set = ref.get("texCoord", 0) if isinstance(ref, dict) else 0
+    uv_key = f"TEXCOORD_{uv_set}"
+    if texture is not None and uv_key in attributes:
+        uv = doc.floats(attributes[uv_key])
+        if uv.shape[1] == 2 and len(uv) == len(primitive.positions):
+            texel_uv = _interpolate(uv, corners, bary)
+            colour = _sample_texture(texture, texel_uv)
+            colour = colour * (1.0 if base is None else base)
+            return colour if colours is None else colour * colours
+    if base is None and colours is None:
+        return np.broadcast_to(_srgb_to_linear(_NEUTRAL), (len(bary), 3))
+    colour = np.ones((len(bary), 3)) if colours is None else colours
+    return colour * (1.0 if base is None else base)
 
 
-def _material_factor(material: Any) -> np.ndarray | None:
-    """Linear RGB base colour: baseColorFactor (PBR) or diffuse (simple), if set."""
-    for name in ("baseColorFactor", "diffuse"):
-        value = getattr(material, name, None)
-        if value is not None:
-            rgba = np.asarray(value).reshape(-1)
-            if rgba.size >= 3:
-                # trimesh keeps colours as uint8 RGBA; glTF factors are linear already.
-                scale = 255.0 if np.issubdtype(rgba.dtype, np.integer) else 1.0
-                return rgba[:3].astype(np.float64) / scale
-    return None
+def _base_color_texture(doc: _Document, material: Mapping[str, Any], width: int) -> _Texture | None:
+    """The material's base-colour texture decoded at about the size the render samples it:
+    JPEG decodes straight at 1/2..1/8 scale (DCT scaling), other formats are box-reduced."""
+    target = min(_MAX_TEXTURE, _TEXELS_PER_PIXEL * width)
+    texels = _base_color_image(doc, material, check=lambda blob: _decode_texture(blob, target))
+    if texels is None:
+        return None  # absent or undecodable: the factor (or neutral grey) instead
+    pbr = material["pbrMetallicRoughness"]
+    texture = _json_item(doc.gltf, "textures", pbr["baseColorTexture"].get("index")) or {}
+    sampler = _json_item(doc.gltf, "samplers", texture.get("sampler")) or {}
+    return _Texture(
+        texels,
+        clamp_s=sampler.get("wrapS") == _CLAMP_TO_EDGE,
+        clamp_t=sampler.get("wrapT") == _CLAMP_TO_EDGE,
+    )
 
 
-def _sample_texture(image: Image.Image, uv: np.ndarray) -> np.ndarray:
-    """Bilinear, wrapping (glTF's default sampler); trimesh has flipped V to OBJ's convention."""
-    if max(image.size) > _MAX_TEXTURE:
-        ratio = _MAX_TEXTURE / max(image.size)
-        image = image.resize(
-            (max(1, round(image.width * ratio)), max(1, round(image.height * ratio))),
-            Image.Resampling.BOX,
-        )
-    texels = np.asarray(image.convert("RGB"))
+def _decode_texture(blob: bytes, target: int) -> np.ndarray | None:
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (target, target))  # the smallest scale still >= target
+            image.load()
+            factor = max(image.size) // target
+            rgb = image.convert("RGB")
+    except Exception:  # Pillow raises several types for unknown or corrupt data
+        return None
+    if factor >= 2:
+        rgb = rgb.reduce(factor)  # box filter: a cheap mipmap
+    return np.asarray(rgb)
+
+
+def _sample_texture(texture: _Texture, uv: np.ndarray) -> np.ndarray:
+    """Bilinear; repeating (glTF's default) or clamped, as the sampler says. glTF's UV
+    origin is the image's top-left corner."""
+    texels = texture.texels
     height, width = texels.shape[:2]
     x = uv[:, 0] * width - 0.5
-    y = (1.0 - uv[:, 1]) * height - 0.5
+    y = uv[:, 1] * height - 0.5
     x0, y0 = np.floor(x), np.floor(y)
     fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x0 = x0.astype(np.int64) % width
-    y0 = y0.astype(np.int64) % height
-    x1, y1 = (x0 + 1) % width, (y0 + 1) % height
+    x0i, y0i = x0.astype(np.int64), y0.astype(np.int64)
+    x0i, x1i = _wrap(x0i, width, texture.clamp_s), _wrap(x0i + 1, width, texture.clamp_s)
+    y0i, y1i = _wrap(y0i, height, texture.clamp_t), _wrap(y0i + 1, height, texture.clamp_t)
+    # Linear light is what filtering should mix: the four texels go through the table.
     lut = _SRGB_TO_LINEAR
-    top = lut[texels[y0, x0]] * (1 - fx) + lut[texels[y0, x1]] * fx
-    bottom = lut[texels[y1, x0]] * (1 - fx) + lut[texels[y1, x1]] * fx
+    top = lut[texels[y0i, x0i]] * (1 - fx) + lut[texels[y0i, x1i]] * fx
+    bottom = lut[texels[y1i, x0i]] * (1 - fx) + lut[texels[y1i, x1i]] * fx
     return top * (1 - fy) + bottom * fy
 
 
-def _srgb8_to_linear(values: np.ndarray) -> np.ndarray:
-    return _SRGB_TO_LINEAR[np.asarray(values, dtype=np.uint8)]
+def _wrap(index: np.ndarray, size: int, clamp: bool) -> np.ndarray:
+    return np.clip(index, 0, size - 1) if clamp else index % size
 
 
 def _srgb_to_linear(values: np.ndarray) -> np.ndarray:

@@ -73,6 +73,10 @@ LOG_SCHEMA: pa.Schema = pa.schema(
         pa.field("reused_from", pa.string()),
         pa.field("quarantined", pa.bool_(), nullable=False),
         pa.field("code_version", pa.string()),
+        # Added later; files written before them read back with nulls here.
+        pa.field("pipeline", pa.string()),  # build_mesh_defs(name=...): pipelines may share a log
+        pa.field("cost_usd", pa.float64()),  # price_per_prediction_usd for a paid prediction
+        pa.field("error_type", pa.string()),  # e.g. BudgetExceededError, PredictionFailedError
     ]
 )
 
@@ -126,6 +130,9 @@ class PredictionLogRow:
     reused_from: str | None = None
     quarantined: bool = False
     code_version: str | None = None
+    pipeline: str | None = None
+    cost_usd: float | None = None
+    error_type: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("partition_key", "model", "status", "row_id"):
@@ -474,3 +481,22 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
         "wall_ms_p95": _percentile(completed["wall_ms"], 95),
         "nsfw_rate": float(completed["nsfw"].astype(bool).mean()) if len(completed) else 0.0,
     }
+
+
+def spend_by_day_and_model(df: pd.DataFrame) -> pd.DataFrame:
+    """Predictions paid and their cost per UTC day and model.
+
+    A prediction counts once however many rows name it (a resumed prediction can be logged by
+    two attempts after a crash), on the day of its first row; rows without a cost (reuses,
+    refusals, logs written before costs were recorded) count nothing."""
+    columns = ["date", "model", "predictions", "cost_usd"]
+    if df is None or len(df) == 0:
+        return pd.DataFrame(columns=columns)
+    paid = df[df["prediction_id"].notna() & (df["cost_usd"].fillna(0) > 0)]
+    if paid.empty:
+        return pd.DataFrame(columns=columns)
+    paid = paid.sort_values("logged_at").drop_duplicates("prediction_id")
+    days = pd.to_datetime(paid["logged_at"], utc=True).dt.strftime("%Y-%m-%d")
+    grouped = paid.assign(date=days).groupby(["date", "model"], as_index=False)
+    spend = grouped.agg(predictions=("prediction_id", "nunique"), cost_usd=("cost_usd", "sum"))
+    return spend[columns].sort_values(["date", "model"]).reset_index(drop=True)

@@ -15,11 +15,13 @@ killed run, a step retry or a second run of the same picture never pays twice:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +34,23 @@ from hunyuan_assets.client import (
     SubmissionUncertainError,
     WaveSpeedError,
 )
-from hunyuan_assets.core.glb import MeshError, MeshInfo, inspect_glb, render_preview
+from hunyuan_assets.core import mesh_work
+from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
+from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
+from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.prediction_rows import (
+    RowContext,
+    outcome_rows,
+    registration_failure_row,
+)
+from hunyuan_assets.core.reconciliation import (
+    ReconcilePolicy,
+    SubmitJournal,
+    SubmitMarker,
+    Verdict,
+    now_utc,
+    reconcile,
+)
 from hunyuan_assets.core.records import (
     PredictionRecord,
     PredictionRecords,
@@ -40,6 +58,9 @@ from hunyuan_assets.core.records import (
     record_prefix,
     uncertain_help,
 )
+from hunyuan_assets.core.registered_images import RegisteredImages
+from hunyuan_assets.core.registration import Registration, register_image
+from hunyuan_assets.core.sources import ImageRef, ImageSource
 from hunyuan_assets.core.store import MeshStore, mesh_key, preview_key
 
 NsfwPolicy = Literal["keep", "quarantine", "fail"]
@@ -77,6 +98,19 @@ class GenerationPolicy:
     # How long a claim may stay `submitting` (no prediction id yet) before it is reported as
     # unresolved. Past it, the claimant is presumed dead mid-submit; it is never taken over.
     claim_wait_seconds: float = 120.0
+    # What one prediction costs (a setting: the public price is not confirmed) and the most
+    # that may be spent per UTC day across every run sharing the store (see budget.py).
+    price_per_prediction_usd: float | None = None
+    daily_budget_usd: float | None = None
+    # Stamped on every log row: which pipeline (build_mesh_defs name) and mesh code version.
+    pipeline: str = ""
+    code_version: str = ""
+    # How a submit whose answer was lost is resolved (reconciliation.py).
+    reconcile: ReconcilePolicy = ReconcilePolicy()
+    # Mesh analysis (inspection + preview, ~20-50 ms of numpy) in worker processes instead of
+    # threads: pays when many predictions are in flight (bench/bench_mesh.py), costs ~65 MB
+    # a worker, and spawned workers need the main script's `if __name__ == "__main__":`.
+    analysis_in_processes: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,7 @@ class SupersededPrediction:
     prediction_id: str
     attempt: int
     error: str
+    cost_usd: float = 0.0  # the price when it failed at the provider; 0 when it is unknown
 
 
 @dataclass(frozen=True)
@@ -96,7 +131,8 @@ class MeshOutcome:
     prediction: Prediction | None = None
     mesh_uri: str | None = None
     preview_uri: str | None = None
-    preview_png: bytes | None = None
+    # A small JPEG of the preview, to inline in metadata (the full PNG stays in the store).
+    thumbnail_jpeg: bytes | None = None
     info: MeshInfo | None = None
     nsfw: bool = False
     quarantined: bool = False
@@ -108,14 +144,54 @@ class MeshOutcome:
     transient: bool = False
     details: dict = field(default_factory=dict)
     superseded: tuple[SupersededPrediction, ...] = ()
+    # What this outcome's own prediction cost: the price for a prediction that completed or
+    # failed at the provider; 0 for reuse, refusals, and waits or downloads that broke off
+    # (the prediction's own terminal row carries its cost later).
+    cost_usd: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.status != "failed"
 
 
+@dataclass(frozen=True)
+class ImageToRegister:
+    """One partition whose image is registered (hashed, validated, uploaded) first; with
+    `generate` its mesh is made right after, as soon as a prediction slot is free."""
+
+    ref: ImageRef
+    generate: bool = True
+    # Re-registering for `meshes` alone (an expired URL): the picture must still be this one.
+    expected_sha256: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.ref.partition_key
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome:
+    registration: Registration
+
+    @property
+    def partition_key(self) -> str:
+        return self.registration.ref.partition_key
+
+
+WorkItem = ImageToRegister | MeshRequest
+Outcome = RegistrationOutcome | MeshOutcome
+_DONE = object()
+
+
 class MeshGenerator:
-    """Runs many requests with at most `max_concurrency` predictions in flight."""
+    """Turns work items into outcomes, streaming: each image is registered, submitted, awaited,
+    downloaded and analysed on its own, with at most `max_concurrency` predictions in flight,
+    and each outcome is handed over as soon as it exists.
+
+    Memory stays flat whatever the number of items: at most `2 * max_concurrency` images are
+    registered ahead of a free prediction slot (so uploads never wait for predictions, and
+    presigned URLs are fresh when submitted), and at most `2 * max_concurrency` finished
+    outcomes wait for the consumer (it applies back-pressure by reading slowly)."""
 
     def __init__(
         self,
@@ -123,52 +199,149 @@ class MeshGenerator:
         store: MeshStore,
         policy: GenerationPolicy,
         max_concurrency: int,
+        *,
+        source: ImageSource | None = None,
+        log: PredictionLog | None = None,
+        registry: RegisteredImages | None = None,
     ):
         self.client = client
         self.store = store
         self.records = PredictionRecords(store)
         self.policy = policy
+        self.journal = SubmitJournal(store, policy.model)
+        self.source = source
+        self.log = log
+        self.registry = registry
+        self._rows = RowContext(policy.pipeline, policy.model, policy.run_id, policy.code_version)
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._lookahead = asyncio.Semaphore(2 * max_concurrency)
+        self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
+        self._primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
+        self._budget = (
+            DailyBudget(store, policy.daily_budget_usd, policy.price_per_prediction_usd or 0.0)
+            if policy.daily_budget_usd is not None
+            else None
+        )
 
-    async def run(self, requests: Sequence[MeshRequest]) -> AsyncIterator[MeshOutcome]:
-        """Yield outcomes as they finish. Identical pictures in one batch share one prediction."""
-        primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
-        tasks: list[asyncio.Task[MeshOutcome]] = []
-        for request in requests:
-            share = self.policy.reuse_identical_images
-            primary = primaries.get(request.image_sha256) if share else None
-            if primary is None:
-                task = asyncio.create_task(self._generate(request))
-                primaries[request.image_sha256] = task
-            else:
-                task = asyncio.create_task(_follow(primary, request))
-            tasks.append(task)
-        for finished in asyncio.as_completed(tasks):
-            outcome = await finished
-            earlier = self._superseded.pop(outcome.request.partition_key, [])
-            yield replace(outcome, superseded=tuple(earlier)) if earlier else outcome
+    async def run(self, items: Sequence[WorkItem]) -> AsyncIterator[Outcome]:
+        """Yield outcomes as they finish. Identical pictures share one prediction."""
+        results: asyncio.Queue = asyncio.Queue(maxsize=self._buffer)
+
+        async def emit(outcome: Outcome) -> None:
+            if isinstance(outcome, MeshOutcome):
+                earlier = self._superseded.pop(outcome.request.partition_key, [])
+                if earlier:
+                    outcome = replace(outcome, superseded=tuple(earlier))
+            # Logged (and a registration kept) before anyone hears of it: nothing is lost if
+            # the process dies while the consumer reports it.
+            await asyncio.to_thread(self._keep, outcome)
+            await results.put(outcome)
+
+        async def work() -> None:
+            try:
+                await asyncio.gather(*(self._item(item, emit) for item in items))
+            except BaseException as exc:  # a bug, not a bad image: the consumer re-raises it
+                await results.put(exc)
+            finally:
+                await results.put(_DONE)
+
+        worker = asyncio.create_task(work())
+        try:
+            while (outcome := await results.get()) is not _DONE:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                yield outcome
+        finally:
+            worker.cancel()
+
+    def _keep(self, outcome: Outcome) -> None:
+        if isinstance(outcome, RegistrationOutcome):
+            registration = outcome.registration
+            if registration.ok and registration.info is not None:
+                if self.registry is not None:
+                    self.registry.put(registration)
+            elif self.log is not None:
+                self.log.append([registration_failure_row(self._rows, registration)])
+        elif self.log is not None:
+            self.log.append(outcome_rows(self._rows, outcome))
+
+    async def _item(self, item: WorkItem, emit) -> None:
+        if isinstance(item, MeshRequest):
+            await emit(await self._mesh(item))
+            return
+        ahead = self._lookahead
+        await ahead.acquire()
+        held = [True]
+
+        def slot_taken() -> None:
+            if held[0]:
+                held[0] = False
+                ahead.release()
+
+        try:
+            if self.source is None:
+                raise ValueError("MeshGenerator needs an ImageSource to register images")
+            registration = await register_image(self.source, item.ref, self.client)
+            await emit(RegistrationOutcome(registration))
+            if not item.generate or not registration.ok or registration.info is None:
+                return
+            request = MeshRequest(
+                partition_key=item.partition_key,
+                image_uri=item.ref.uri,
+                image_sha256=registration.info.sha256,
+                image_url=registration.image_url or "",
+            )
+            if item.expected_sha256 not in (None, request.image_sha256):
+                changed = "the image changed since source_images was materialized; "
+                error = ValueError(changed + "materialize source_images again")
+                await emit(_failure(request, error, transient=False, attempt=0))
+                return
+            await emit(await self._mesh(request, slot_taken))
+        finally:
+            slot_taken()
+
+    async def _mesh(self, request: MeshRequest, slot_taken=None) -> MeshOutcome:
+        """This picture's mesh; a second partition with the same picture follows the first."""
+        share = self.policy.reuse_identical_images
+        primary = self._primaries.get(request.image_sha256) if share else None
+        if primary is not None:
+            if slot_taken:
+                slot_taken()
+            return await _follow(primary, request)
+        task = asyncio.ensure_future(self._generate(request, slot_taken))
+        if share:
+            self._primaries[request.image_sha256] = task
+        return await task
 
     def _record_prefix(self, request: MeshRequest) -> str:
         scoped = None if self.policy.reuse_identical_images else request.partition_key
         return record_prefix(request.image_sha256, self.policy.model, scoped)
 
-    async def _generate(self, request: MeshRequest) -> MeshOutcome:
+    async def _generate(self, request: MeshRequest, slot_taken=None) -> MeshOutcome:
         prefix = self._record_prefix(request)
         try:
             async with self._slots:
+                if slot_taken:
+                    slot_taken()
                 return await self._generate_once(request, prefix)
-        except (WaveSpeedError, ResubmissionRefusedError, MeshError) as exc:
+        except (WaveSpeedError, ResubmissionRefusedError, MeshError, BudgetExceededError) as exc:
             # The log row names the generation (attempt) that failed, as the record says.
             record = await self._latest(prefix)
             attempt = record.generation if record else 0
             transient = getattr(exc, "transient", False)
-            return _failure(request, exc, transient=transient, attempt=attempt)
+            outcome = _failure(request, exc, transient=transient, attempt=attempt)
+            # A task that failed at the provider is counted as paid (billing of failed tasks
+            # is not documented); waits and downloads that broke off are not its terminal row.
+            paid = isinstance(exc, PredictionFailedError)
+            return replace(outcome, cost_usd=self._price) if paid else outcome
 
     async def _generate_once(self, request: MeshRequest, prefix: str) -> MeshOutcome:
         """Reuse, resume or submit; wait; store. Pays for at most one new prediction."""
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
+        replaced_forgotten = False
+        resubmitted = False
         while True:
             record = await self._settle(request, prefix, record, leftover)
             if record.state == "completed":
@@ -177,7 +350,18 @@ class MeshGenerator:
             # Waiting on the fresh Prediction (not its id) skips a pointless immediate poll.
             target: Prediction | str = record.prediction_id or ""
             if not resumed:
-                record, target = await self._submit(request, prefix, record)
+                try:
+                    record, target = await self._submit(request, prefix, record)
+                except _NeverArrived as exc:
+                    if resubmitted:
+                        message = f"{exc}, twice: not submitting again"
+                        raise ResubmissionRefusedError(message) from exc
+                    resubmitted = True  # nothing was paid: submit once more, logged why
+                    self._superseded.setdefault(request.partition_key, []).append(
+                        SupersededPrediction("", record.generation, str(exc))
+                    )
+                    record = await self._latest(prefix)
+                    continue
             logger.info(
                 "%s: waiting on prediction %s (generation %d, %s, run %s)",
                 request.partition_key,
@@ -189,19 +373,30 @@ class MeshGenerator:
             try:
                 prediction = await self.client.wait(target)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
-                record = await self._put(prefix, record.evolve(state="failed", error=str(exc)))
-                if record.generation > leftover:
+                forgotten = isinstance(exc, PredictionNotFoundError)
+                details = {**record.details, "forgotten": True} if forgotten else record.details
+                record = await self._put(
+                    prefix, record.evolve(state="failed", error=str(exc), details=details)
+                )
+                own = record.generation > leftover
+                if (own and not forgotten) or (forgotten and replaced_forgotten):
                     raise  # this attempt's own prediction failed: permanent for this attempt
                 # A prediction left by an earlier attempt is unknown (expired, wrong account) or
-                # failed unseen: this attempt is entitled to exactly one new one.
+                # failed unseen, or the API forgot one (a restarted service: nothing to pay
+                # for): this attempt is entitled to exactly one new one.
+                replaced_forgotten = replaced_forgotten or forgotten
                 logger.warning(
-                    "%s: prediction %s from an earlier attempt is %s",
+                    "%s: prediction %s (generation %d) is %s; submitting a new one",
                     request.partition_key,
                     record.prediction_id,
-                    "unknown to the API" if isinstance(exc, PredictionNotFoundError) else "failed",
+                    record.generation,
+                    "unknown to the API" if forgotten else "failed",
                 )
+                cost = 0.0 if forgotten else self._price
                 self._superseded.setdefault(request.partition_key, []).append(
-                    SupersededPrediction(record.prediction_id or "", record.generation, str(exc))
+                    SupersededPrediction(
+                        record.prediction_id or "", record.generation, str(exc), cost
+                    )
                 )
                 continue
             return await self._store_output(request, prefix, record, prediction, resumed)
@@ -223,10 +418,36 @@ class MeshGenerator:
             elif record.state == "completed" and await self._mesh_stored(record):
                 return record
             elif record.state == "uncertain":
-                raise ResubmissionRefusedError(uncertain_help(self.store, prefix, record))
+                # A submit whose answer was lost (this run's earlier attempt, or another run's).
+                marker = _marker_of(record, prefix)
+                await asyncio.to_thread(self.journal.lost, marker)
+                try:
+                    resolved, _ = await self._resolve(request, prefix, record, marker)
+                except _NeverArrived:
+                    record = await self._latest(prefix)
+                    continue
+                return resolved
             elif record.state == "submitting":
                 # Another run (or a dead attempt) holds the claim and has no prediction id yet.
-                self._check_claim_alive(prefix, record, time.monotonic() - started)
+                if self._claim_is_dead(record, time.monotonic() - started):
+                    # Its run died between claiming and hearing back: reconcile it like a lost
+                    # answer, whether or not its POST left.
+                    token = _token(prefix, record.generation)
+                    sent = next(
+                        (m for m in self.journal.markers("in_flight") if m.token == token), None
+                    )
+                    # Without its marker (a version that wrote none), the claim's own time
+                    # opens the window: the predictions list still tells what happened.
+                    lost = sent or SubmitMarker(token, record.partition_key, record.updated_at)
+                    record = await self._put(
+                        prefix,
+                        record.evolve(
+                            state="uncertain",
+                            error="its run died while submitting",
+                            details=_with(lost, record),
+                        ),
+                    )
+                    continue
                 logger.info(
                     "%s: waiting for run %s to submit generation %d",
                     request.partition_key,
@@ -262,17 +483,11 @@ class MeshGenerator:
             self.store.exists, record.mesh_key or ""
         )
 
-    def _check_claim_alive(self, prefix: str, record: PredictionRecord, waited: float) -> None:
-        """A claim that stays `submitting` for too long belongs to a run that died during the
-        submit POST: it may have been billed, so it is reported, never taken over."""
-        limit = self.policy.claim_wait_seconds
-        if record.age_seconds() < limit and waited < limit:
-            return
-        raise ResubmissionRefusedError(
-            f"no prediction id after {limit:g} s: " + uncertain_help(self.store, prefix, record),
-            # The claimant may still be alive and slow: a later attempt looks again.
-            transient=record.age_seconds() < 2 * limit,
-        )
+    def _claim_is_dead(self, record: PredictionRecord, waited: float) -> bool:
+        """A claim that stays `submitting` for longer than a submit can take belongs to a run
+        that died during the submit POST: it may have been billed, so it is reconciled."""
+        limit = max(self.policy.claim_wait_seconds, self.client.settings.timeouts.submit + 5)
+        return record.age_seconds() >= limit or waited >= limit
 
     def _check_may_pay_again(self, record: PredictionRecord, leftover: int) -> None:
         """Replacing a paid prediction that failed is allowed once per attempt and once per run.
@@ -282,7 +497,7 @@ class MeshGenerator:
         partition the failed step did not materialize, permanently failed ones included: without
         the run check it would pay for a failing picture again on each retry. (A record without
         a prediction id cost nothing: the API refused the submit, so trying again is fine.)"""
-        if not record.prediction_id:
+        if not record.prediction_id or record.details.get("forgotten"):
             return
         ours = bool(self.policy.run_id) and record.run_id == self.policy.run_id
         if record.generation > leftover or ours:
@@ -294,22 +509,94 @@ class MeshGenerator:
 
     async def _submit(
         self, request: MeshRequest, prefix: str, claim: PredictionRecord
-    ) -> tuple[PredictionRecord, Prediction]:
-        """Submit our claim; the prediction id is durable before anyone waits on it."""
+    ) -> tuple[PredictionRecord, Prediction | str]:
+        """Submit our claim; the prediction id is durable before anyone waits on it. A lost
+        answer is reconciled against the predictions list at once (never paying twice)."""
+        slot = await self._reserve_budget(request, prefix, claim)
+        marker = SubmitMarker(
+            _token(prefix, claim.generation), request.partition_key, now_utc().isoformat()
+        )
+        await asyncio.to_thread(self.journal.begin, marker)
         try:
             prediction = await self.client.submit(request.image_url, model=self.policy.model)
         except SubmissionUncertainError as exc:
-            # It may exist and be billed: no attempt of any run may submit this picture again.
-            await self._put(prefix, claim.evolve(state="uncertain", error=str(exc)))
-            raise
+            # It may exist and be billed: find out from the predictions list, never by guessing.
+            lost = replace(marker, failed_at=now_utc().isoformat())
+            await asyncio.to_thread(self.journal.lost, lost)
+            uncertain = await self._put(
+                prefix, claim.evolve(state="uncertain", error=str(exc), details=_with(lost, claim))
+            )
+            return await self._resolve(request, prefix, uncertain, lost)
         except WaveSpeedError as exc:
             # Refused before a task existed (429/503 after retries, 4xx): safe to submit again.
+            await asyncio.to_thread(self.journal.finished, marker.token)
             await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
+            if slot is not None and self._budget is not None:
+                await asyncio.to_thread(self._budget.release, slot)
             raise
+        await asyncio.to_thread(self.journal.finished, marker.token, prediction.id)
         pending = claim.evolve(
             state="pending", prediction_id=prediction.id, submitted_at=now_iso(), error=None
         )
         return await self._put(prefix, pending), prediction
+
+    async def _resolve(
+        self, request: MeshRequest, prefix: str, record: PredictionRecord, marker: SubmitMarker
+    ) -> tuple[PredictionRecord, str]:
+        """An uncertain submit, reconciled: adopt the prediction it made, or submit again if it
+        never arrived (raises `_NeverArrived`), or stay refused naming the candidates."""
+        policy = replace(
+            self.policy.reconcile, submit_timeout_seconds=self.client.settings.timeouts.submit
+        )
+        verdict: Verdict = await reconcile(
+            self.client, self.journal, marker, self.policy.model, policy
+        )
+        logger.warning(
+            "%s: submit of generation %d had no answer; reconciled: %s (%s)",
+            request.partition_key,
+            record.generation,
+            verdict.action,
+            verdict.reason,
+        )
+        adopted = verdict.prediction_id
+        if verdict.action == "adopt" and adopted:
+            if not await asyncio.to_thread(self.journal.remember, adopted):
+                verdict = Verdict("refuse", f"{adopted} was adopted by another run")
+            else:
+                await asyncio.to_thread(self.journal.resolved, marker.token)
+                details = {**record.details, "adopted": verdict.reason}
+                pending = record.evolve(
+                    state="pending",
+                    prediction_id=adopted,
+                    submitted_at=marker.sent_at,
+                    error=None,
+                    details=details,
+                )
+                return await self._put(prefix, pending), adopted
+        if verdict.action == "resubmit":
+            await asyncio.to_thread(self.journal.resolved, marker.token)
+            never = f"reconciled: {verdict.reason}"
+            await self._put(prefix, record.evolve(state="failed", error=never))
+            raise _NeverArrived(never)
+        raise ResubmissionRefusedError(
+            f"{verdict.reason}. " + uncertain_help(self.store, prefix, record)
+        )
+
+    async def _reserve_budget(
+        self, request: MeshRequest, prefix: str, claim: PredictionRecord
+    ) -> BudgetSlot | None:
+        if self._budget is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._budget.reserve, request.partition_key)
+        except BudgetExceededError as exc:
+            # Nothing was sent, so nothing was paid: a later attempt may submit this picture.
+            await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
+            raise
+
+    @property
+    def _price(self) -> float:
+        return self.policy.price_per_prediction_usd or 0.0
 
     async def _latest(self, prefix: str) -> PredictionRecord | None:
         return await asyncio.to_thread(self.records.latest, prefix)
@@ -335,14 +622,17 @@ class MeshGenerator:
             local = Path(tmp) / "mesh.glb"
             await self._download(prediction, local, prefix, record)
             try:
-                info: MeshInfo | None = await asyncio.to_thread(inspect_glb, local)
-                png = await asyncio.to_thread(render_preview, local, size=self.policy.preview_size)
+                analysis = await self._analyse(local)
+                info, png, thumb = analysis.info, analysis.preview_png, analysis.thumbnail_jpeg
                 mesh_error = None
             except MeshError as exc:
                 # Paid for, so kept: the glb_valid check fails and the next attempt resubmits.
-                info, png, mesh_error = None, None, str(exc)
+                info, png, thumb, mesh_error = None, None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
-        preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png) if png else None
+        preview_uri = None
+        if png and thumb:
+            preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
+            await asyncio.to_thread(self.store.put_bytes, _thumbnail_key(png_key), thumb)
         details = _prediction_details(prediction, info)
         if mesh_error:
             details["mesh_error"] = mesh_error
@@ -362,17 +652,24 @@ class MeshGenerator:
             prediction=prediction,
             mesh_uri=mesh_uri,
             preview_uri=preview_uri,
-            preview_png=png,
+            thumbnail_jpeg=thumb,
             info=info,
             nsfw=nsfw,
             quarantined=quarantined,
             resumed=resumed,
             attempt=done.generation,
             details=done.details,
+            cost_usd=self._price,
         )
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
+
+    async def _analyse(self, local: Path) -> MeshAnalysis:
+        size = self.policy.preview_size
+        if self.policy.analysis_in_processes:
+            return await mesh_work.analyse(local, preview_size=size)
+        return await asyncio.to_thread(analyse_glb, local, preview_size=size)
 
     def _mesh_keys(self, request: MeshRequest, quarantined: bool) -> tuple[str, str]:
         glb_key = mesh_key(request.image_sha256, self.policy.model, quarantined=quarantined)
@@ -397,13 +694,18 @@ class MeshGenerator:
 
     def _reused(self, request: MeshRequest, record: PredictionRecord) -> MeshOutcome:
         """A mesh for this exact picture is already stored: no API call, nothing paid."""
-        png = self.store.get_bytes(record.preview_key) if record.preview_key else None
+        thumb = None
+        if record.preview_key:
+            thumb = self.store.get_bytes(_thumbnail_key(record.preview_key))
+            if thumb is None:  # stored before thumbnails were: make it from the preview
+                png = self.store.get_bytes(record.preview_key)
+                thumb = thumbnail_of(png) if png else None
         outcome = MeshOutcome(
             request=request,
             status="reused",
             mesh_uri=self.store.uri_for(record.mesh_key or ""),
             preview_uri=self.store.uri_for(record.preview_key) if record.preview_key else None,
-            preview_png=png,
+            thumbnail_jpeg=thumb,
             nsfw=record.nsfw,
             quarantined=record.quarantined,
             reused_from=record.partition_key,
@@ -449,7 +751,7 @@ async def _follow(primary: asyncio.Task[MeshOutcome], request: MeshRequest) -> M
         status="reused" if first.ok else "failed",
         mesh_uri=first.mesh_uri,
         preview_uri=first.preview_uri,
-        preview_png=first.preview_png,
+        thumbnail_jpeg=first.thumbnail_jpeg,
         info=first.info,
         nsfw=first.nsfw,
         quarantined=first.quarantined,
@@ -511,3 +813,38 @@ def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
             textures=info.textures,
         )
     return details
+
+
+class _NeverArrived(Exception):
+    """Reconciliation found that a lost submit never created a prediction."""
+
+
+def _token(prefix: str, generation: int) -> str:
+    """The submit marker's name for one generation of one picture (found again after a crash)."""
+    return hashlib.sha256(f"{prefix}#{generation}".encode()).hexdigest()[:32]
+
+
+def _with(marker: SubmitMarker, record: PredictionRecord) -> dict:
+    return {**record.details, "submit": asdict(marker)}
+
+
+def _marker_of(record: PredictionRecord, prefix: str) -> SubmitMarker:
+    """The uncertain submit's marker as the record keeps it; records from before markers
+    existed get a window from what they do say (their last update was the lost answer)."""
+    kept = record.details.get("submit")
+    if isinstance(kept, dict):
+        try:
+            return SubmitMarker(**kept)
+        except TypeError:
+            pass
+    failed = datetime.fromisoformat(record.updated_at)
+    return SubmitMarker(
+        _token(prefix, record.generation),
+        record.partition_key,
+        (failed - timedelta(seconds=60)).isoformat(),
+        failed.isoformat(),
+    )
+
+
+def _thumbnail_key(preview_key: str) -> str:
+    return preview_key.rsplit("/", 1)[0] + "/thumbnail.jpg"

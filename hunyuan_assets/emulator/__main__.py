@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from hunyuan_assets.emulator.server import EmulatorServer
+from hunyuan_assets.emulator.server import OUTPUT_PROFILES, EmulatorServer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jitter", type=float, default=0.0, help="+- seconds on the latency")
     parser.add_argument("--output-ttl", type=float, default=None, help="output URL lifetime, s")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--output-profile",
+        choices=OUTPUT_PROFILES,
+        default="small",
+        help="small: quick test meshes; realistic: the real model's size (~40k faces, "
+        "2048 px PBR textures, ~3.5 MB)",
+    )
     parser.add_argument(
         "--faults", default=None, help="JSON, the same body as POST /_emulator/faults"
     )
@@ -44,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         jitter=args.jitter,
         output_ttl=args.output_ttl,
         seed=args.seed,
+        output_profile=args.output_profile,
     )
     if args.faults:
         try:

@@ -1,60 +1,55 @@
-"""Materialize a set of image partitions in-process, as few single runs as the keys allow.
+"""Materialize a set of a pipeline's image partitions in-process, as few runs as the keys allow.
 
 Dynamic partitions are ordered by insertion; a run covers a contiguous range of them, so keys
 that are not neighbours are split into several runs (one per contiguous range).
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
-from hunyuan_assets.integration.assets import (
-    IMAGES,
-    MESHES,
-    SOURCE_IMAGES,
-    image_meshes,
-    prediction_log,
-)
+from hunyuan_assets.integration.compat import partition_range_tags
+from hunyuan_assets.integration.factory import MeshPipeline
 from hunyuan_assets.integration.sensors import contiguous_ranges
 
-ALL_ASSETS = [image_meshes, prediction_log]
 
-
-def add_image_partitions(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
+def add_image_partitions(
+    instance: dg.DagsterInstance, pipeline: MeshPipeline, keys: Sequence[str]
+) -> list[str]:
     """Add the keys that are not partitions yet; returns every partition key, in order."""
-    existing = instance.get_dynamic_partitions(IMAGES)
+    name = pipeline.settings.partitions
+    existing = instance.get_dynamic_partitions(name)
     known = set(existing)
     new = [k for k in dict.fromkeys(keys) if k not in known]
     if new:
-        instance.add_dynamic_partitions(IMAGES, new)
+        instance.add_dynamic_partitions(name, new)
     return [*existing, *new]
 
 
 def materialize_images(
     instance: dg.DagsterInstance,
-    resources: dict,
+    pipeline: MeshPipeline,
     keys: Sequence[str],
     *,
-    selection: Sequence[dg.AssetKey] = (SOURCE_IMAGES, MESHES),
+    selection: Sequence[dg.AssetKey] | None = None,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """One in-process run per contiguous range of `keys` (usually exactly one run)."""
-    ordered = add_image_partitions(instance, keys)
+    settings = pipeline.settings
+    chosen = list(selection or (settings.source_images_key, settings.meshes_key))
+    ordered = add_image_partitions(instance, pipeline, keys)
     results = []
     for start, end in contiguous_ranges(ordered, set(keys)):
-        range_tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
         results.append(
             dg.materialize(
-                ALL_ASSETS,
-                selection=list(selection),
+                pipeline.assets,
+                selection=chosen,
                 instance=instance,
-                resources=resources,
-                tags={**(tags or {}), **range_tags},
+                resources=pipeline.resources,
+                tags={**(tags or {}), **partition_range_tags(start, end)},
                 run_config=run_config,
                 raise_on_error=False,
             )
@@ -63,13 +58,13 @@ def materialize_images(
 
 
 def materialize_prediction_log(
-    instance: dg.DagsterInstance, resources: dict, run_config: dict | None = None
+    instance: dg.DagsterInstance, pipeline: MeshPipeline, run_config: dict | None = None
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        ALL_ASSETS,
-        selection=[prediction_log],
+        pipeline.assets,
+        selection=[pipeline.settings.prediction_log_key],
         instance=instance,
-        resources=resources,
+        resources=pipeline.resources,
         run_config=run_config,
         raise_on_error=False,
     )

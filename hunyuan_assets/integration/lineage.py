@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.data_version import (
+
+from hunyuan_assets.integration.compat import (
     CODE_VERSION_TAG,
     DATA_VERSION_IS_USER_PROVIDED_TAG,
     DATA_VERSION_TAG,
-    get_input_data_version_tag,
-    get_input_event_pointer_tag,
+    input_data_version_tag,
+    input_event_pointer_tag,
+    latest_storage_ids_by_partition,
 )
-from dagster._core.events import DagsterEventType
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,7 @@ def latest_materializations(
     wanted = set(partition_keys)
     if not wanted:
         return {}
-    storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        asset_key, DagsterEventType.ASSET_MATERIALIZATION, partitions=wanted
-    )
+    storage_ids = latest_storage_ids_by_partition(instance, asset_key, wanted)
     if not storage_ids:
         return {}
     found: dict[str, PartitionMaterialization] = {}
@@ -76,7 +75,7 @@ def partitions_materialized_in_run(
 ) -> set[str]:
     """Partitions this run already reported: a step retry skips them instead of redoing them."""
     records = instance.get_records_for_run(
-        run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
     done = set()
     for record in records:
@@ -103,8 +102,8 @@ def derived_version_tags(
     parts = [code_version, *extra]
     for key, upstream in sorted(inputs.items(), key=lambda item: item[0].to_user_string()):
         version = upstream.data_version or "INITIAL"
-        tags[get_input_data_version_tag(key)] = version
-        tags[get_input_event_pointer_tag(key)] = str(upstream.storage_id)
+        tags[input_data_version_tag(key)] = version
+        tags[input_event_pointer_tag(key)] = str(upstream.storage_id)
         parts.append(f"{key.to_user_string()}={version}")
     tags[DATA_VERSION_TAG] = hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
     return tags

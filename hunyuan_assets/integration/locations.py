@@ -10,7 +10,9 @@ from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR, ImageSource, open_image_source
 from hunyuan_assets.core.store import MeshStore, open_mesh_store
 
-PRESIGN_SECONDS = 6 * 24 * 3600
+# A presigned URL is a credential for the object: short-lived. Images are registered just
+# before their submit (mesh_generation.py streams them), so an hour is plenty.
+PRESIGN_SECONDS = 3600
 
 
 def _is_s3(location: str) -> bool:
@@ -28,7 +30,6 @@ class ImagesResource(dg.ConfigurableResource):
 
     def open(self) -> ImageSource:
         client = self.s3.get_client() if _is_s3(self.location) else None
-        # Presigned URLs must outlive a long backfill's queue; SigV4 allows at most 7 days.
         return open_image_source(self.location, s3_client=client, url_expiry=PRESIGN_SECONDS)
 
 

@@ -1,19 +1,16 @@
-"""What each partition reports: check evaluations, materialization metadata, log rows.
+"""What each partition reports: check evaluations and materialization metadata.
 
-The `image_meshes` step (assets.py) reports every partition itself (see its docstring); these
-functions turn one `MeshOutcome` into the events and rows it yields and appends.
+The `image_meshes` step (mesh_step.py) reports every partition itself; these functions turn one
+registration or `MeshOutcome` into the events it yields (log rows are written by the core).
 """
 
 import base64
-import io
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
-from hunyuan_assets.core.log import PredictionLogRow
 from hunyuan_assets.core.mesh_generation import MeshOutcome
-from hunyuan_assets.integration.lineage import PartitionMaterialization
+from hunyuan_assets.core.registration import Registration
 
 SOURCE_CHECK = "image_decodes"
 CHECK_GLB_VALID = "glb_valid"
@@ -25,9 +22,9 @@ CHECK_CLOSED = "closed_surface"
 
 def check_evaluation(
     asset: dg.AssetKey, name: str, key: str, passed: bool, metadata: dict
-) -> AssetCheckEvaluation:
+) -> dg.AssetCheckEvaluation:
     """One check's result for one partition (Dagster 1.13's AssetCheckResult has no partition)."""
-    return AssetCheckEvaluation(
+    return dg.AssetCheckEvaluation(
         asset_key=asset,
         check_name=name,
         passed=passed,
@@ -38,10 +35,10 @@ def check_evaluation(
 
 def mesh_check_evaluations(
     asset: dg.AssetKey, outcome: MeshOutcome, min_faces: int, max_faces: int
-) -> Iterator[AssetCheckEvaluation]:
+) -> Iterator[dg.AssetCheckEvaluation]:
     key = outcome.request.partition_key
 
-    def _check(name: str, key: str, passed: bool, metadata: dict) -> AssetCheckEvaluation:
+    def _check(name: str, key: str, passed: bool, metadata: dict) -> dg.AssetCheckEvaluation:
         return check_evaluation(asset, name, key, passed, metadata)
 
     d = outcome.details
@@ -104,78 +101,40 @@ def mesh_metadata(outcome: MeshOutcome, model: str) -> dict:
         "attempt": outcome.attempt,
         "resumed_prediction": outcome.resumed,
         "reused_from": outcome.reused_from or "",
+        # Usage, in the style of dagster-openai: what this partition cost the account.
+        "wavespeed.predictions": 0 if outcome.status == "reused" else 1,
+        "wavespeed.inference_seconds": round((d.get("inference_ms") or 0) / 1000, 3),
+        "wavespeed.cost_usd": outcome.cost_usd,
     }
-    if outcome.preview_png:
-        metadata["preview"] = dg.MetadataValue.md(preview_markdown(outcome.preview_png))
+    if outcome.thumbnail_jpeg:
+        metadata["preview"] = dg.MetadataValue.md(preview_markdown(outcome.thumbnail_jpeg))
     return {k: v for k, v in metadata.items() if v is not None}
 
 
-def preview_markdown(png: bytes, edge: int = 192) -> str:
-    """A small JPEG thumbnail inline: every event carries it, so it is kept to a few KB (the
-    full-size PNG stays in the store beside the mesh)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as image:
-        thumb = image.convert("RGB")
-        thumb.thumbnail((edge, edge))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=82)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"![preview](data:image/jpeg;base64,{encoded})"
-
-
-def log_row(outcome: MeshOutcome, model: str, run_id: str, code_version: str) -> PredictionLogRow:
-    prediction = outcome.prediction
-    d = outcome.details
-    return PredictionLogRow(
-        partition_key=outcome.request.partition_key,
-        image_uri=outcome.request.image_uri,
-        image_sha256=outcome.request.image_sha256,
-        prediction_id=(prediction.id if prediction else d.get("prediction_id")),
-        model=model,
-        status=outcome.status,
-        error=outcome.error,
-        submitted_at=prediction.submitted_at if prediction else None,
-        completed_at=prediction.completed_at if prediction else None,
-        inference_ms=prediction.inference_ms if prediction else None,
-        wall_ms=prediction.wall_ms if prediction else None,
-        polls=prediction.polls if prediction else 0,
-        attempt=outcome.attempt,
-        has_nsfw_contents=list(prediction.has_nsfw_contents) if prediction else [],
-        nsfw=outcome.nsfw,
-        output_url=(prediction.outputs[0] if prediction and prediction.outputs else None),
-        mesh_uri=outcome.mesh_uri,
-        mesh_bytes=d.get("file_bytes"),
-        vertices=d.get("vertices"),
-        faces=d.get("faces"),
-        run_id=run_id,
-        reused_from=outcome.reused_from,
-        quarantined=outcome.quarantined,
-        code_version=code_version,
-    )
+def source_metadata(registration: Registration) -> dict:
+    """What a registered image's materialization shows. A presigned S3 URL is a credential
+    for the object: it is never shown, only where the image lives."""
+    info, ref = registration.info, registration.ref
+    assert info is not None
+    metadata: dict = {
+        "sha256": info.sha256,
+        "bytes": info.size,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "image_uri": ref.uri,
+        "relative_path": ref.relative_path,
+        "fingerprint": ref.fingerprint,
+    }
+    if registration.image_url and not ref.uri.startswith("s3://"):
+        metadata["image_url"] = dg.MetadataValue.url(registration.image_url)
+    return metadata
 
 
-def error_log_row(
-    key: str,
-    src: PartitionMaterialization | None,
-    model: str,
-    run_id: str,
-    error: str,
-    code_version: str,
-) -> PredictionLogRow:
-    """A failure before or without a prediction of this attempt (still one row in the log)."""
-    meta = src.metadata if src else {}
-    return PredictionLogRow(
-        partition_key=key,
-        image_uri=str(meta.get("image_uri") or "") or None,
-        image_sha256=str(meta.get("sha256") or "") or None,
-        prediction_id=None,
-        model=model,
-        status="failed",
-        error=error,
-        run_id=run_id,
-        code_version=code_version,
-    )
+def preview_markdown(thumbnail_jpeg: bytes) -> str:
+    """The thumbnail inline: every event carries it, so it is a few KB (the full-size PNG
+    stays in the store beside the mesh)."""
+    return f"![preview](data:image/jpeg;base64,{base64.b64encode(thumbnail_jpeg).decode()})"
 
 
 def summary_markdown(stats: dict) -> str:
@@ -193,4 +152,14 @@ def summary_markdown(stats: dict) -> str:
     ):
         if name in stats:
             lines.append(f"| {name} | {stats[name]} |")
+    return "\n".join(lines)
+
+
+def spend_markdown(spend) -> str:
+    """Spend per day and model (a DataFrame from `log.spend_by_day_and_model`) as a table."""
+    lines = ["| date (UTC) | model | predictions | cost (USD) |", "| --- | --- | --- | --- |"]
+    for row in spend.itertuples(index=False):
+        lines.append(f"| {row.date} | {row.model} | {row.predictions} | {row.cost_usd:.2f} |")
+    if len(lines) == 2:
+        lines.append("| - | - | 0 | 0.00 |")
     return "\n".join(lines)

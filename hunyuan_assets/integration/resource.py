@@ -106,7 +106,7 @@ class Hunyuan3DResource(dg.ConfigurableResource):
 
     def client_settings(self) -> ClientSettings:
         """Validated client settings; fails early and clearly when the key is missing."""
-        if not self.api_key and not _is_loopback(self.base_url):
+        if not self.api_key and not is_loopback(self.base_url):
             raise dg.DagsterInvalidConfigError(
                 f"Hunyuan3DResource needs an API key for {self.base_url}: set the environment "
                 f"variable {API_KEY_ENV} (the resource reads it through EnvVar('{API_KEY_ENV}')).",
@@ -155,5 +155,5 @@ class Hunyuan3DResource(dg.ConfigurableResource):
         return AsyncHunyuan3DClient(self.settings)
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
     return (urlparse(url).hostname or "") in LOOPBACK_HOSTS

@@ -1,52 +1,47 @@
 """Schedules: heal what failed or went stale, and keep the parquet log compact.
 
-`refresh_schedule` re-requests mesh partitions whose last attempt failed, that have no mesh, or
-whose mesh is stale (the image's registered content or the mesh code version changed since it
-was made), skipping partitions a queued or running run already covers. Each run carries the
-reason in its `hunyuan/refresh_reason` tag. An image whose last `MAX_ATTEMPTS_PER_IMAGE`
-attempts all failed (for the same content, where the prediction log knows it) is left alone:
-the tick's log and, when nothing else is requested, its skip message say why (attempt count and
-last error). Changed content is the sensor's business: it requests it whatever the history.
+`build_refresh_schedule` makes a pipeline's refresh schedule. It re-requests mesh partitions
+whose last attempt failed, that have no mesh, or whose mesh is stale (the image's registered
+content or the mesh code version changed since it was made), skipping partitions a queued or
+running run already covers. Each run carries the reason in its `hunyuan/refresh_reason` tag.
+An image whose last `MAX_ATTEMPTS_PER_IMAGE` attempts all failed (for the same content, where
+the prediction log knows it) is left alone: the tick's log and, when nothing else is requested,
+its skip message say why (attempt count and last error). Changed content is the sensor's
+business: it requests it whatever the history. A partition refused by the daily budget today
+is left for a tick on a later (UTC) day, and refusals do not count as failed attempts.
 
 Cheap at 10,000 partitions: failures, runs in progress and data versions come from Dagster's
 partition status cache and indexed tags; full mesh materializations (about 40 KB each, with the
 preview) are read only for partitions whose data version disagrees with their image's.
 Changing the model alone does not count as stale (as in Dagster's own staleness).
 
-`compaction_schedule` merges the prediction log's small parquet files daily (crash-safe, see
-`log.py`), and skips a tick while an earlier compaction run is still queued or running.
+`build_compaction_schedule` makes the schedule that merges the prediction log's small parquet
+files daily (crash-safe, see `log.py`), skipping a tick while an earlier compaction still runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.asset_key import AssetCheckKey
-from dagster._core.definitions.data_version import (
-    CODE_VERSION_TAG,
-    DATA_VERSION_TAG,
-    get_input_data_version_tag,
-)
-from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.events import DagsterEventType
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
-from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
-from dagster_shared.check import CheckError
 
 from hunyuan_assets.client import DEFAULT_MODEL
-from hunyuan_assets.integration.assets import (
-    IMAGES,
-    MESH_CODE_VERSION,
-    MESHES,
-    SOURCE_IMAGES,
-    images_partitions,
+from hunyuan_assets.integration.assets import MESH_CODE_VERSION
+from hunyuan_assets.integration.compat import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    IN_PROGRESS_RUN_STATUSES,
+    input_data_version_tag,
+    latest_check_failed,
+    latest_tags_by_partition,
+    partition_status,
+    recent_check_results,
+    scheduled_execution_time,
 )
-from hunyuan_assets.integration.jobs import compact_log_job, mesh_job
+from hunyuan_assets.integration.jobs import AssetJob
 from hunyuan_assets.integration.lineage import (
     PartitionMaterialization,
     derived_version_tags,
@@ -61,6 +56,7 @@ from hunyuan_assets.integration.sensors import (
     run_key_for,
     run_request_for_batch,
 )
+from hunyuan_assets.integration.settings import MeshDefsSettings
 
 MAX_ATTEMPTS_PER_IMAGE = 3
 MAX_IMAGES_PER_RUN = SensorLimits().images_per_run
@@ -73,8 +69,7 @@ FAILED = "last attempt failed"
 MISSING = "no mesh yet"
 CONTENT_CHANGED = "image content changed"
 CODE_CHANGED = "mesh code version changed"
-
-_SOURCE_CHECK_KEY = AssetCheckKey(SOURCE_IMAGES, SOURCE_CHECK)
+BUDGET_ERROR_TYPE = "BudgetExceededError"
 
 
 @dataclass(frozen=True)
@@ -93,17 +88,20 @@ class RefreshPlan:
 
 
 def plan_refresh(
-    instance: dg.DagsterInstance, log: pd.DataFrame, max_attempts: int = MAX_ATTEMPTS_PER_IMAGE
+    instance: dg.DagsterInstance,
+    log: pd.DataFrame,
+    settings: MeshDefsSettings,
+    max_attempts: int = MAX_ATTEMPTS_PER_IMAGE,
+    now: datetime | None = None,
 ) -> RefreshPlan:
     """Which mesh partitions need a run, and why. `log` is the prediction log's rows."""
-    keys = instance.get_dynamic_partitions(IMAGES)
-    status = get_and_update_asset_status_cache_value(instance, MESHES, images_partitions)
-    failed = _keys(status.deserialize_failed_partition_subsets(images_partitions) if status else [])
-    running = _keys(
-        status.deserialize_in_progress_partition_subsets(images_partitions) if status else []
-    )
-    sources = _data_versions(instance, SOURCE_IMAGES)
-    meshes = _data_versions(instance, MESHES)
+    if not log.empty:
+        log = log[log["pipeline"].isna() | (log["pipeline"] == settings.name)]
+    keys = instance.get_dynamic_partitions(settings.partitions)
+    status = partition_status(instance, settings.meshes_key, settings.partitions_def)
+    failed, running = status.failed, status.in_progress
+    sources = _data_versions(instance, settings.source_images_key)
+    meshes = _data_versions(instance, settings.meshes_key)
     models = {DEFAULT_MODEL, *(log["model"].dropna() if not log.empty else ())}
 
     reasons: dict[str, str] = {}
@@ -115,13 +113,21 @@ def plan_refresh(
             reasons[key] = FAILED
         elif key not in meshes:
             reasons[key] = MISSING
-        elif key in sources and meshes[key] not in _fresh_mesh_versions(sources[key], models):
+        elif key in sources and meshes[key] not in _fresh_mesh_versions(
+            settings, sources[key], models
+        ):
             suspects.append(key)
-    reasons.update(_stale_reasons(instance, suspects[:MAX_STALE_LOOKUPS], sources))
+    reasons.update(_stale_reasons(instance, settings, suspects[:MAX_STALE_LOOKUPS], sources))
 
     abandoned: dict[str, str] = {}
     failing = [key for key, why in reasons.items() if why == FAILED]
-    for key, history in failure_history(instance, log, failing, sources, max_attempts).items():
+    today = (now or datetime.now(UTC)).date()
+    for key in _refused_by_budget_on(log, failing, today):
+        del reasons[key]
+        abandoned[key] = f"refused by daily_budget_usd on {today} (UTC); tried again tomorrow"
+    failing = [key for key in failing if key in reasons]
+    histories = failure_history(instance, log, failing, sources, settings, max_attempts)
+    for key, history in histories.items():
         if history.attempts >= max_attempts:
             del reasons[key]
             abandoned[key] = (
@@ -132,35 +138,34 @@ def plan_refresh(
     return RefreshPlan(reasons, abandoned, len(running))
 
 
-def _keys(subset) -> set[str]:
-    return set(subset.get_partition_keys()) if subset else set()
-
-
 def _data_versions(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> dict[str, str]:
     """partition -> data version of its latest materialization (an indexed tag: one query)."""
-    tags = instance.event_log_storage.get_latest_tags_by_partition(
-        asset_key, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]
-    )
+    tags = latest_tags_by_partition(instance, asset_key, [DATA_VERSION_TAG])
     return {key: t[DATA_VERSION_TAG] for key, t in tags.items() if DATA_VERSION_TAG in t}
 
 
-def _fresh_mesh_versions(source_version: str, models: Iterable[str]) -> set[str]:
+def _fresh_mesh_versions(
+    settings: MeshDefsSettings, source_version: str, models: Iterable[str]
+) -> set[str]:
     """The data versions a mesh made now from this source version would have, per model."""
     source = PartitionMaterialization("", 0, source_version, {}, {}, 0.0)
+    inputs = {settings.source_images_key: source}
     return {
-        derived_version_tags(MESH_CODE_VERSION, {SOURCE_IMAGES: source}, model)[DATA_VERSION_TAG]
-        for model in models
+        derived_version_tags(MESH_CODE_VERSION, inputs, model)[DATA_VERSION_TAG] for model in models
     }
 
 
 def _stale_reasons(
-    instance: dg.DagsterInstance, keys: Sequence[str], sources: Mapping[str, str]
+    instance: dg.DagsterInstance,
+    settings: MeshDefsSettings,
+    keys: Sequence[str],
+    sources: Mapping[str, str],
 ) -> dict[str, str]:
     """Read the meshes' provenance tags to say why they are stale (or that they are not:
     a model unknown to the prediction log also changes the data version)."""
     reasons = {}
-    input_tag = get_input_data_version_tag(SOURCE_IMAGES)
-    for key, mesh in latest_materializations(instance, MESHES, keys).items():
+    input_tag = input_data_version_tag(settings.source_images_key)
+    for key, mesh in latest_materializations(instance, settings.meshes_key, keys).items():
         if mesh.tags.get(input_tag) != sources.get(key):
             reasons[key] = CONTENT_CHANGED
         elif mesh.tags.get(CODE_VERSION_TAG) != MESH_CODE_VERSION:
@@ -173,6 +178,7 @@ def failure_history(
     log: pd.DataFrame,
     keys: Sequence[str],
     sources: Mapping[str, str],
+    settings: MeshDefsSettings,
     max_attempts: int = MAX_ATTEMPTS_PER_IMAGE,
 ) -> dict[str, FailureHistory]:
     """Failed attempts in a row per partition, counted where they happened: at registration
@@ -180,49 +186,30 @@ def failure_history(
     prediction log's rows for the image's current sha256)."""
     if not keys:
         return {}
-    infos = instance.event_log_storage.get_asset_check_partition_info(
-        [_SOURCE_CHECK_KEY], partition_keys=list(keys)
-    )
-    at_registration = {
-        info.partition_key
-        for info in infos
-        if info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED
-    }
+    check = dg.AssetCheckKey(settings.source_images_key, SOURCE_CHECK)
+    at_registration = latest_check_failed(instance, check, keys)
     rows = _rows_by_partition(log, keys)
     history = {}
     for key in keys:
         if key in at_registration:
-            history[key] = _registration_failures(instance, key, max_attempts)
+            history[key] = _registration_failures(instance, check, key, max_attempts)
         else:
             history[key] = _generation_failures(rows.get(key), sources.get(key, ""))
     return history
 
 
 def _registration_failures(
-    instance: dg.DagsterInstance, key: str, max_attempts: int
+    instance: dg.DagsterInstance, check: dg.AssetCheckKey, key: str, max_attempts: int
 ) -> FailureHistory:
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        _SOURCE_CHECK_KEY,
-        limit=max_attempts * 3,
-        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
-        partition_filter=PartitionKeyFilter(key=key),
-    )
+    results = recent_check_results(instance, check, key, limit=max_attempts * 3)
     runs: set[str] = set()
     last_error = ""
-    for record in records:  # newest first
-        if record.status != AssetCheckExecutionRecordStatus.FAILED:
+    for result in results:  # newest first
+        if result.passed:
             break
-        runs.add(record.run_id)
-        if not last_error:
-            last_error = _check_error(record)
+        runs.add(result.run_id)
+        last_error = last_error or str(result.metadata.get("error") or "")
     return FailureHistory(len(runs), last_error)
-
-
-def _check_error(record) -> str:
-    evaluation = record.event.dagster_event.event_specific_data if record.event else None
-    metadata = getattr(evaluation, "metadata", None) or {}
-    error = metadata.get("error")
-    return str(getattr(error, "value", error) or "")
 
 
 def _rows_by_partition(log: pd.DataFrame, keys: Sequence[str]) -> dict[str, pd.DataFrame]:
@@ -232,10 +219,25 @@ def _rows_by_partition(log: pd.DataFrame, keys: Sequence[str]) -> dict[str, pd.D
     return {str(key): group for key, group in rows.groupby("partition_key", sort=False)}
 
 
+def _refused_by_budget_on(log: pd.DataFrame, keys: Sequence[str], day) -> list[str]:
+    """Partitions whose latest log row is a budget refusal logged on `day` (UTC)."""
+    if log.empty or not keys:
+        return []
+    rows = log[log["partition_key"].isin(set(keys))].sort_values("logged_at")
+    latest = rows.groupby("partition_key", sort=False).tail(1)
+    refused = latest[
+        (latest["error_type"] == BUDGET_ERROR_TYPE)
+        & (pd.to_datetime(latest["logged_at"], utc=True).dt.date == day)
+    ]
+    return [str(key) for key in refused["partition_key"]]
+
+
 def _generation_failures(rows: pd.DataFrame | None, sha256: str) -> FailureHistory:
     if rows is None:
         return FailureHistory(0, "")
     rows = rows[rows["image_sha256"].fillna("") == sha256]
+    # A budget refusal is not a failed attempt at the picture.
+    rows = rows[rows["error_type"].fillna("") != BUDGET_ERROR_TYPE]
     succeeded = (rows["status"] != "failed").to_numpy().nonzero()[0]
     since = rows.iloc[succeeded[-1] + 1 :] if len(succeeded) else rows
     if since.empty:
@@ -244,67 +246,79 @@ def _generation_failures(rows: pd.DataFrame | None, sha256: str) -> FailureHisto
     return FailureHistory(int(since["run_id"].nunique()), "" if pd.isna(error) else str(error))
 
 
-@dg.schedule(
-    job=mesh_job,
-    cron_schedule="*/30 * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Re-request meshes that failed, are missing, or are stale; capped per image.",
-)
-def refresh_schedule(context: dg.ScheduleEvaluationContext, mesh_store: MeshStoreResource):
-    plan = plan_refresh(
-        context.instance, mesh_store.prediction_log().read(), MAX_ATTEMPTS_PER_IMAGE
+def build_refresh_schedule(settings: MeshDefsSettings, job: AssetJob) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=settings.job_name("refresh_schedule"),
+        job=job,
+        cron_schedule=settings.refresh_cron,
+        default_status=_status(settings),
+        description="Re-request meshes that failed, are missing, or are stale; capped per image.",
+        required_resource_keys={settings.mesh_store_resource},
     )
-    for key, why in sorted(plan.abandoned.items())[:20]:
-        context.log.warning(f"not retrying {key}: {why}")
-    if len(plan.abandoned) > 20:
-        context.log.warning(f"... and {len(plan.abandoned) - 20} more image(s) not retried")
-    if not plan.reasons:
-        left = "; ".join(f"{k}: {why}" for k, why in sorted(plan.abandoned.items())[:5])
-        return dg.SkipReason(
-            f"nothing to refresh ({plan.in_progress} image(s) in progress, "
-            f"{len(plan.abandoned)} left alone after repeated failures)"
-            + (f". Not retried: {left}" if left else "")
-        )
-    ordered = context.instance.get_dynamic_partitions(IMAGES)
-    batches = batched_ranges(ordered, set(plan.reasons), MAX_IMAGES_PER_RUN)
-    if len(batches) > MAX_RUN_REQUESTS_PER_TICK:
-        context.log.info(f"{len(batches) - MAX_RUN_REQUESTS_PER_TICK} run(s) left for next tick")
-    prefix = f"refresh-{_tick_label(context)}"
-    requests = []
-    for batch in batches[:MAX_RUN_REQUESTS_PER_TICK]:
-        why = ", ".join(sorted({plan.reasons[k] for k in batch}))
-        tags = {TRIGGER_TAG: "refresh_schedule", REASON_TAG: why}
-        requests.append(
-            run_request_for_batch(batch, run_key_for(batch, plan.reasons, prefix), tags)
-        )
-    return requests
+    def refresh_schedule(context: dg.ScheduleEvaluationContext):
+        mesh_store: MeshStoreResource = getattr(context.resources, settings.mesh_store_resource)
+        log = mesh_store.prediction_log().read()
+        plan = plan_refresh(context.instance, log, settings, MAX_ATTEMPTS_PER_IMAGE)
+        for key, why in sorted(plan.abandoned.items())[:20]:
+            context.log.warning(f"not retrying {key}: {why}")
+        if len(plan.abandoned) > 20:
+            context.log.warning(f"... and {len(plan.abandoned) - 20} more image(s) not retried")
+        if not plan.reasons:
+            left = "; ".join(f"{k}: {why}" for k, why in sorted(plan.abandoned.items())[:5])
+            return dg.SkipReason(
+                f"nothing to refresh ({plan.in_progress} image(s) in progress, "
+                f"{len(plan.abandoned)} left alone)" + (f". Not retried: {left}" if left else "")
+            )
+        ordered = context.instance.get_dynamic_partitions(settings.partitions)
+        batches = batched_ranges(ordered, set(plan.reasons), MAX_IMAGES_PER_RUN)
+        if len(batches) > MAX_RUN_REQUESTS_PER_TICK:
+            left_over = len(batches) - MAX_RUN_REQUESTS_PER_TICK
+            context.log.info(f"{left_over} run(s) left for next tick")
+        prefix = f"refresh-{_tick_label(context)}"
+        requests = []
+        for batch in batches[:MAX_RUN_REQUESTS_PER_TICK]:
+            why = ", ".join(sorted({plan.reasons[k] for k in batch}))
+            tags = {TRIGGER_TAG: "refresh_schedule", REASON_TAG: why}
+            requests.append(
+                run_request_for_batch(batch, run_key_for(batch, plan.reasons, prefix), tags)
+            )
+        return requests
+
+    return refresh_schedule
+
+
+def _status(settings: MeshDefsSettings) -> dg.DefaultScheduleStatus:
+    running = dg.DefaultScheduleStatus.RUNNING
+    return running if settings.automation else dg.DefaultScheduleStatus.STOPPED
 
 
 def _tick_label(context: dg.ScheduleEvaluationContext) -> str:
     """The tick's scheduled time (one run key per batch per tick); 'manual' outside the daemon."""
-    try:
-        moment: datetime = context.scheduled_execution_time
-    except CheckError:
-        return "manual"
-    return moment.strftime("%Y%m%dT%H%M%S")
+    moment = scheduled_execution_time(context)
+    return moment.strftime("%Y%m%dT%H%M%S") if moment else "manual"
 
 
-@dg.schedule(
-    job=compact_log_job,
-    cron_schedule="17 3 * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily: merge the prediction log's small parquet files (crash-safe, no row lost).",
-)
-def compaction_schedule(context: dg.ScheduleEvaluationContext):
-    """One compaction at a time: a compaction recovers every journal it finds, even a running
-    compaction's (the op's pool also serializes compactions launched by hand)."""
-    running = context.instance.get_run_records(
-        dg.RunsFilter(job_name=compact_log_job.name, statuses=list(IN_PROGRESS_RUN_STATUSES)),
-        limit=1,
+def build_compaction_schedule(
+    settings: MeshDefsSettings, job: dg.JobDefinition
+) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=settings.job_name("compaction_schedule"),
+        job=job,
+        cron_schedule=settings.compaction_cron,
+        default_status=_status(settings),
+        description="Daily: merge the prediction log's small parquet files (crash-safe).",
     )
-    if running:
-        run = running[0].dagster_run
-        return dg.SkipReason(
-            f"compaction run {run.run_id} is still {run.status.value}; one at a time"
+    def compaction_schedule(context: dg.ScheduleEvaluationContext):
+        """One compaction at a time: a compaction recovers every journal it finds, even a
+        running compaction's (the op's pool also serializes compactions launched by hand)."""
+        running = context.instance.get_run_records(
+            dg.RunsFilter(job_name=job.name, statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1
         )
-    return dg.RunRequest(run_key=f"compaction-{_tick_label(context)}")
+        if running:
+            run = running[0].dagster_run
+            return dg.SkipReason(
+                f"compaction run {run.run_id} is still {run.status.value}; one at a time"
+            )
+        return dg.RunRequest(run_key=f"compaction-{_tick_label(context)}")
+
+    return compaction_schedule

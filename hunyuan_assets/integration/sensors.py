@@ -34,23 +34,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
+from hunyuan_assets.core.registered_images import RegisteredImages
 from hunyuan_assets.core.sources import ImageRef, ImageSource, S3ImageSource
 from hunyuan_assets.core.store import MeshStore
-from hunyuan_assets.integration.assets import IMAGES, SOURCE_IMAGES, images_partitions
-from hunyuan_assets.integration.jobs import mesh_job
-from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets.integration.compat import partition_range_tags
+from hunyuan_assets.integration.jobs import AssetJob
 from hunyuan_assets.integration.locations import ImagesResource, MeshStoreResource
+from hunyuan_assets.integration.settings import MeshDefsSettings
 
 SNAPSHOT_VERSION = 2
 TRIGGER_TAG = "hunyuan/trigger"
@@ -101,17 +97,15 @@ def content_id_for(source: ImageSource, ref: ImageRef) -> str | None:
 
 
 def registered_content_ids(
-    instance: dg.DagsterInstance, source: ImageSource, keys: Sequence[str]
+    registry: RegisteredImages, source: ImageSource, keys: Sequence[str]
 ) -> dict[str, str]:
     """partition -> content id of what `source_images` last registered for it."""
     found = {}
-    for key, event in latest_materializations(instance, SOURCE_IMAGES, keys).items():
+    for key, image in registry.get_many(keys).items():
         if isinstance(source, S3ImageSource):
-            value = event.metadata.get("fingerprint")
-            found[key] = f"etag:{value}" if value else ""
+            found[key] = f"etag:{image.fingerprint}" if image.fingerprint else ""
         else:
-            value = event.metadata.get("sha256")
-            found[key] = f"sha256:{value}" if value else ""
+            found[key] = f"sha256:{image.sha256}" if image.sha256 else ""
     return found
 
 
@@ -222,9 +216,9 @@ def run_request_for_batch(batch: Sequence[str], run_key: str, tags: dict) -> dg.
     tags = {**tags, IMAGES_TAG: str(len(batch))}
     if len(batch) == 1:
         return dg.RunRequest(run_key=run_key, partition_key=batch[0], tags=tags)
-    tags[ASSET_PARTITION_RANGE_START_TAG] = batch[0]
-    tags[ASSET_PARTITION_RANGE_END_TAG] = batch[-1]
-    return dg.RunRequest(run_key=run_key, tags=tags)
+    return dg.RunRequest(
+        run_key=run_key, tags={**tags, **partition_range_tags(batch[0], batch[-1])}
+    )
 
 
 def run_requests_for(plan: TickPlan) -> list[dg.RunRequest]:
@@ -317,31 +311,35 @@ def _digest(data: bytes) -> str:
 
 
 def build_image_sensor(
-    name: str = "image_sensor",
+    settings: MeshDefsSettings,
+    job: AssetJob,
     limits: SensorLimits = SensorLimits(),
-    minimum_interval_seconds: int | None = None,
 ) -> dg.SensorDefinition:
-    """The image sensor; tests build one with small `limits`."""
-    interval = minimum_interval_seconds or int(
-        os.environ.get("HUNYUAN_SENSOR_INTERVAL_SECONDS", "30")
-    )
+    """The pipeline's image sensor; tests build one with small `limits`."""
+    name = settings.job_name("image_sensor")
 
     @dg.sensor(
         name=name,
-        job=mesh_job,
-        minimum_interval_seconds=interval,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        job=job,
+        minimum_interval_seconds=settings.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if settings.automation
+        else dg.DefaultSensorStatus.STOPPED,
         description="Adds a partition per new image and requests meshes for new or changed "
         "images (content ids, not timestamps, decide what changed).",
+        required_resource_keys={settings.images_resource, settings.mesh_store_resource},
     )
-    def _image_sensor(
-        context: dg.SensorEvaluationContext, images: ImagesResource, mesh_store: MeshStoreResource
-    ) -> dg.SensorResult:
+    def _image_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        images: ImagesResource = getattr(context.resources, settings.images_resource)
+        mesh_store: MeshStoreResource = getattr(context.resources, settings.mesh_store_resource)
         source = images.open()
-        refs = source.list_images()
+        listing = source.scan()
+        refs = listing.images
         instance = context.instance
-        existing = instance.get_dynamic_partitions(IMAGES)
-        snapshots = SensorSnapshots(mesh_store.open(), name, source.uri)
+        existing = instance.get_dynamic_partitions(settings.partitions)
+        store = mesh_store.open()
+        snapshots = SensorSnapshots(store, name, source.uri)
+        registry = RegisteredImages(store, settings.name)
         cursor = SensorCursor.decode(context.cursor)
         known = snapshots.load(cursor)
         if context.cursor and known is None:
@@ -354,15 +352,16 @@ def build_image_sensor(
             known,
             existing,
             lambda ref: content_id_for(source, ref),
-            lambda keys: registered_content_ids(instance, source, keys),
+            lambda keys: registered_content_ids(registry, source, keys),
             limits,
         )
         new_cursor = snapshots.save(plan.known, cursor, loaded=known is not None)
         _log_plan(context, plan, source.uri)
+        _log_skipped(context, listing.skipped, source.uri)
         return dg.SensorResult(
             run_requests=run_requests_for(plan),
             dynamic_partitions_requests=(
-                [images_partitions.build_add_request(plan.add_partitions)]
+                [settings.partitions_def.build_add_request(plan.add_partitions)]
                 if plan.add_partitions
                 else []
             ),
@@ -370,6 +369,14 @@ def build_image_sensor(
         )
 
     return _image_sensor
+
+
+def _log_skipped(context: dg.SensorEvaluationContext, skipped: Sequence, uri: str) -> None:
+    """Files that are not images to mesh are named, never silently ignored."""
+    if skipped:
+        shown = "; ".join(f"{path}: {why}" for path, why in skipped[:10])
+        more = f" (and {len(skipped) - 10} more)" if len(skipped) > 10 else ""
+        context.log.info(f"{len(skipped)} file(s) in {uri} skipped: {shown}{more}")
 
 
 def _log_plan(context: dg.SensorEvaluationContext, plan: TickPlan, uri: str) -> None:
@@ -391,6 +398,3 @@ def _log_plan(context: dg.SensorEvaluationContext, plan: TickPlan, uri: str) -> 
         )
     if plan.deferred:
         context.log.info(f"{plan.deferred} image(s) deferred to the next tick")
-
-
-image_sensor = build_image_sensor()

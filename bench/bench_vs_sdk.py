@@ -1,0 +1,177 @@
+"""Turn N distinct images into stored meshes: us against what a team would otherwise write.
+
+Every mode is a whole process of its own (interpreter start and imports included), measured
+from outside with `os.wait4` (wall time, user + system CPU, peak RSS), against a fresh
+emulator process of its own on loopback (latency L, no jitter), with its own copies of the
+images (distinct bytes, so nothing is deduplicated):
+  - demo:           `hunyuan-assets demo` (one single-run backfill over all partitions,
+                    checks, previews, parquet log, Dagster events in a SQLite instance);
+  - backfill:       the same run's own duration (run start -> end, from the run record);
+  - sdk pool:       the official `wavespeed` SDK in a C-thread pool: upload + run (polls every
+                    1 s) + download per image (bench/_sdk_pool.py);
+  - sdk sequential: the same with one thread, on a subset, extrapolated to N;
+  - run per image:  one Dagster run per partition, one after another, on a subset,
+                    extrapolated to N (bench/_per_partition.py);
+  - ideal:          ceil(N / C) x L, the provider's own limit.
+
+    python bench/bench_vs_sdk.py --images 96 --latency 3 --concurrency 16
+    python bench/bench_vs_sdk.py --images 384 --latency 2 --concurrency 32 --profile realistic
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import ROOT, machine, make_images, report, table, temp_dir
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    images: int
+    ok: bool
+
+
+def run_measured(command: list[str], env: dict[str, str], images: int) -> Measured:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command, env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    ok = os.waitstatus_to_exitcode(status) == 0
+    if not ok:
+        print(f"{command[:3]} failed:\n{stderr[-3000:]}", file=sys.stderr)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(wall, cpu, usage.ru_maxrss / 1024, images, ok)
+
+
+@contextmanager
+def emulator_process(latency: float, profile: str):
+    command = [sys.executable, "-m", "hunyuan_assets.emulator", "--port", "0"]
+    command += ["--latency", str(latency)]
+    if profile != "small":
+        command += ["--output-profile", profile]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("WAVESPEED_BASE_URL="):
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        yield line.strip().split("=", 1)[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def demo_run_seconds(home: Path) -> float | None:
+    """Start -> end of the demo's meshes run, from its run record."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records():
+            if record.dagster_run.job_name == "__ASSET_JOB" or "meshes" in str(
+                record.dagster_run.asset_selection
+            ):
+                if record.start_time and record.end_time:
+                    return record.end_time - record.start_time
+    return None
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--latency", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--profile", default="small", help="emulator output profile")
+    parser.add_argument("--subset", type=int, default=8, help="images for the slow modes")
+    parser.add_argument("--skip", nargs="*", default=[], help="modes to leave out")
+    args = parser.parse_args(argv)
+    n, c, latency = args.images, args.concurrency, args.latency
+    ideal = math.ceil(n / c) * latency
+    results: dict[str, Measured] = {}
+    backfill_s = None
+    with temp_dir("bench-vs-sdk-") as tmp:
+
+        def images(mode: str, count: int) -> Path:
+            folder = tmp / mode / "images"
+            make_images(folder, count, salt=mode.encode())
+            return folder
+
+        def measure(mode: str, count: int, command: list[str]) -> Measured:
+            with emulator_process(latency, args.profile) as base_url:
+                env = {"WAVESPEED_BASE_URL": base_url, "DAGSTER_HOME": str(tmp / mode)}
+                return run_measured(command, env, count)
+
+        if "demo" not in args.skip:
+            folder, home = images("demo", n), tmp / "demo" / "home"
+            demo = [sys.executable, "-m", "hunyuan_assets.cli", "demo", "--images", str(folder)]
+            demo += ["--home", str(home), "--concurrency", str(c)]
+            results["demo"] = measure("demo", n, demo)
+            backfill_s = demo_run_seconds(home)
+        if "sdk_pool" not in args.skip:
+            folder = images("sdk_pool", n)
+            pool = [sys.executable, str(ROOT / "bench" / "_sdk_pool.py"), str(folder)]
+            pool += [str(tmp / "sdk_pool" / "out"), "--workers", str(c)]
+            results["sdk_pool"] = measure("sdk_pool", n, pool)
+        k = min(args.subset, n)
+        if "sdk_sequential" not in args.skip:
+            folder = images("sdk_sequential", k)
+            seq = [sys.executable, str(ROOT / "bench" / "_sdk_pool.py"), str(folder)]
+            seq += [str(tmp / "sdk_sequential" / "out"), "--workers", "1"]
+            results["sdk_sequential"] = measure("sdk_sequential", k, seq)
+        if "run_per_image" not in args.skip:
+            folder = images("run_per_image", k)
+            per = [sys.executable, str(ROOT / "bench" / "_per_partition.py"), str(folder)]
+            per += [str(tmp / "run_per_image" / "home"), "--concurrency", str(c)]
+            results["run_per_image"] = measure("run_per_image", k, per)
+
+    def scaled(m: Measured) -> float:
+        return m.wall_s * n / m.images  # the subset modes are linear in the image count
+
+    sdk = results.get("sdk_pool")
+    rows = []
+    for mode, m in results.items():
+        wall = scaled(m)
+        label = mode.replace("_", " ") + (
+            "" if m.images == n else f" ({m.images}, x{n / m.images:g})"
+        )
+        rows.append(
+            [
+                label,
+                f"{wall:.1f}" + ("" if m.ok else " (FAILED)"),
+                f"{wall / ideal:.2f}x",
+                f"{wall / sdk.wall_s:.2f}x" if sdk else "-",
+                f"{1000 * m.cpu_s / m.images:.0f}",
+                f"{m.peak_rss_mb:.0f}",
+            ]
+        )
+        if mode == "demo" and backfill_s:
+            rows.append(
+                ["backfill (the demo's run)", f"{backfill_s:.1f}", f"{backfill_s / ideal:.2f}x",
+                 f"{backfill_s / sdk.wall_s:.2f}x" if sdk else "-", "-", "-"]
+            )  # fmt: skip
+    rows.append(["ideal ceil(N/C) x L", f"{ideal:.1f}", "1.00x", "-", "-", "-"])
+    body = table(["mode", "wall s", "vs ideal", "vs SDK pool", "CPU ms/image", "peak RSS MB"], rows)
+    notes = [
+        f"{n} distinct images, latency {latency:g} s, concurrency {c}, emulator output profile "
+        f"'{args.profile}', each mode a whole process against its own emulator process; "
+        f"{machine()}.",
+        "CPU and peak RSS are the measured process's own (the emulator is another process).",
+    ]
+    return report(f"N={n} images, L={latency:g} s, C={c}: us vs the SDK", body, notes)
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,294 @@
+"""Contracts of `hunyuan_assets/integration/compat.py`: what each wrapper of Dagster's
+non-public API relies on, checked against a real instance (and, for the daemon, Dagster's own
+sensor daemon iteration). A Dagster upgrade that breaks one of them fails here first."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+
+from hunyuan_assets.core.sources import SAMPLES_DIR
+from hunyuan_assets.integration.compat import (
+    WILL_RETRY_TAG,
+    ProcessStart,
+    apply_dynamic_partitions_requests,
+    instance_with_recording_launcher,
+    instigator_ticks,
+    partition_range_of,
+    partition_range_tags,
+    report_run_failed,
+    run_sensor_daemon_once,
+    run_worker_start,
+    runs_with_run_key,
+    sensor_run_tags,
+    stale_statuses,
+    step_process_starts,
+    tag_run,
+    unsafe_partition_key_parts,
+)
+from hunyuan_assets.integration.factory import build_mesh_pipeline
+from hunyuan_assets_tests.helpers import Deployment
+from hunyuan_assets_tests.local_runs import (
+    LaunchedRun,
+    LocalDagster,
+    direct_launch_dagster_yaml,
+    launched_run,
+    local_dagster,
+    wait_for,
+    wait_until_gone,
+    wait_until_started,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ------------------------------------------- the test and benchmark helpers (testmig branch)
+
+PARTS = dg.DynamicPartitionsDefinition(name="compat_parts")
+
+
+class Version(dg.Config):
+    value: str = "1"
+
+
+@dg.asset(partitions_def=PARTS)
+def upstream(config: Version) -> dg.MaterializeResult:
+    return dg.MaterializeResult(data_version=dg.DataVersion(config.value))
+
+
+@dg.asset(partitions_def=PARTS, deps=[upstream])
+def downstream() -> None:
+    return None
+
+
+def _upstream_version(value: str) -> dict:
+    return {"ops": {"upstream": {"config": {"value": value}}}}
+
+
+def test_stale_statuses_follow_the_upstream_data_version(instance):
+    instance.add_dynamic_partitions(PARTS.name, ["a", "b"])
+    assets = [upstream, downstream]
+    run_config = _upstream_version("1")
+    assert dg.materialize(assets, partition_key="a", instance=instance, run_config=run_config)
+    assert stale_statuses(instance, assets, downstream.key, ["a", "b"]) == {
+        "a": "FRESH",
+        "b": "MISSING",
+    }
+
+    # the same data version again: still fresh (versions, not timestamps)
+    dg.materialize([upstream], partition_key="a", instance=instance, run_config=run_config)
+    assert stale_statuses(instance, assets, downstream.key, ["a"]) == {"a": "FRESH"}
+
+    dg.materialize(
+        [upstream], partition_key="a", instance=instance, run_config=_upstream_version("2")
+    )
+    assert stale_statuses(instance, assets, downstream.key, ["a"]) == {"a": "STALE"}
+    assert stale_statuses(instance, assets, upstream.key, ["a"]) == {"a": "FRESH"}
+
+
+RANGE_PARTS = dg.DynamicPartitionsDefinition(name="compat_range")
+
+
+@dg.asset(partitions_def=RANGE_PARTS, backfill_policy=dg.BackfillPolicy.single_run())
+def ranged(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"keys": dg.MetadataValue.json(context.partition_keys)})
+
+
+def test_partition_range_tags_round_trip_and_select_the_range(instance):
+    instance.add_dynamic_partitions(RANGE_PARTS.name, ["a", "b", "c", "d"])
+    tags = partition_range_tags("b", "c")
+    assert partition_range_of(tags) == ("b", "c")
+    result = dg.materialize([ranged], instance=instance, tags=tags)
+    assert result.success
+    assert sorted(instance.get_materialized_partitions(ranged.key)) == ["b", "c"]
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and partition_range_of(run.tags) == ("b", "c")
+    assert partition_range_of({}) is None
+    assert partition_range_of({next(iter(tags)): "b"}) is None  # half a range is no range
+
+
+def test_apply_dynamic_partitions_requests_adds_missing_keys_and_deletes(instance):
+    instance.add_dynamic_partitions("compat_apply", ["a"])
+    parts = dg.DynamicPartitionsDefinition(name="compat_apply")
+    apply_dynamic_partitions_requests(instance, [parts.build_add_request(["a", "b", "c"])])
+    assert instance.get_dynamic_partitions("compat_apply") == ["a", "b", "c"]
+    apply_dynamic_partitions_requests(instance, [parts.build_delete_request(["b", "zz"])])
+    assert instance.get_dynamic_partitions("compat_apply") == ["a", "c"]
+
+
+def _refused_by_dagster(key: str) -> bool:
+    """Whether Dagster refuses `key` in a static partitions definition or as a dimension of
+    a multi-partitions definition."""
+    try:
+        static = dg.StaticPartitionsDefinition([key])
+        dg.MultiPartitionsDefinition({"a": static, "b": dg.StaticPartitionsDefinition(["z"])})
+    except dg.DagsterInvalidDefinitionError:
+        return True
+    return False
+
+
+def test_unsafe_partition_key_parts_are_exactly_what_dagster_refuses():
+    wrong = []
+    for inner in [*(chr(c) for c in range(128)), "...", "..", "é", "🦆"]:
+        key = f"a{inner}b"
+        found = unsafe_partition_key_parts(key)
+        if bool(found) is not _refused_by_dagster(key) or not all(p in key for p in found):
+            wrong.append((key, found))
+    assert wrong == []
+    assert unsafe_partition_key_parts("a...b|c") == {"...", "|"}
+
+
+def test_sensor_daemon_iteration_ticks_tags_and_launches_like_in_process(tmp_path, monkeypatch):
+    """One iteration of Dagster's sensor daemon over the project's code location: the tick is
+    recorded, the partitions added, and the run created with the tags `sensor_run_tags` gives
+    an in-process run of the same request; on the recording-launcher instance it stays queued."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(SAMPLES_DIR / "mug.png", images / "mug.png")
+    settings = {
+        "HUNYUAN_NAME": "contract",
+        "HUNYUAN_IMAGES": str(images),
+        "HUNYUAN_STORE": str(tmp_path / "store"),
+        "WAVESPEED_BASE_URL": "http://127.0.0.1:9",  # a tick never calls the API
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)  # the code server is a subprocess: it reads the env
+
+    with instance_with_recording_launcher() as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_launcher).__name__ == "MockedRunLauncher"
+        assert instigator_ticks(instance, "contract_image_sensor") == []
+        run_sensor_daemon_once(instance, "hunyuan_assets.definitions", str(REPO))
+        [tick] = instigator_ticks(instance, "contract_image_sensor")
+        assert tick.status == "SUCCESS", tick.error
+        assert tick.end_timestamp is not None and tick.end_timestamp >= tick.timestamp
+        assert instigator_ticks(instance, "contract_refresh_schedule", kind="schedule") == []
+        assert instance.get_dynamic_partitions("contract_images") == ["mug.png"]
+        [run] = instance.get_runs()
+        assert list(tick.run_ids) == [run.run_id]
+        assert run.job_name == "contract_meshes_job"
+        assert run.status == dg.DagsterRunStatus.QUEUED  # created and queued, never executed
+        assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+
+        # The same tick evaluated in process (a fresh instance, no cursor) asks for the same
+        # run; tagged by sensor_run_tags it carries every tag the daemon gave the real one.
+        pipeline = build_mesh_pipeline(
+            "contract",
+            images=str(images),
+            store=str(tmp_path / "store2"),
+            base_url=settings["WAVESPEED_BASE_URL"],
+        )
+        with dg.instance_for_test() as other:
+            [request] = Deployment(other, pipeline).tick(None).run_requests
+        tags = sensor_run_tags(request, "contract_image_sensor")
+        assert tags.items() <= run.tags.items(), (tags, run.tags)
+        assert {"dagster/partition", "dagster/partition_set"}.isdisjoint(tags)
+        assert [r.run_id for r in runs_with_run_key(instance, request.run_key or "")] == [
+            run.run_id
+        ]
+        assert runs_with_run_key(instance, "no-such-key") == []
+
+
+# ------------------------------------------- run-worker contracts (run_health.py)
+
+# ------------------------------------------------------------------- run workers (run_health)
+
+
+@dg.op
+def noop() -> None:
+    pass
+
+
+@dg.job
+def in_process_job() -> None:
+    noop()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> LocalDagster:
+    return local_dagster(
+        tmp_path_factory.mktemp("compat"), dagster_yaml=direct_launch_dagster_yaml()
+    )
+
+
+@pytest.fixture(scope="module")
+def instance(local: LocalDagster) -> Iterator[dg.DagsterInstance]:
+    with local.instance() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def started_run(local: LocalDagster, instance: dg.DagsterInstance) -> Iterator[LaunchedRun]:
+    """One run launched by the DefaultRunLauncher, STARTED, its step running in a subprocess."""
+    with launched_run(local) as run:
+        wait_until_started(instance, run.run_id)
+        wait_for(
+            lambda: step_process_starts(instance, run.run_id),
+            timeout=60,
+            what="the step subprocess",
+        )
+        yield run
+
+
+def started_before_logging(start: ProcessStart) -> psutil.Process:
+    process = psutil.Process(start.pid)
+    assert process.create_time() <= start.logged_at + 1.0, (process.create_time(), start)
+    return process
+
+
+@pytest.mark.slow
+def test_run_worker_start_is_the_pid_of_the_code_servers_run_subprocess(instance, started_run):
+    start = run_worker_start(instance, started_run.run_id)
+    assert start is not None
+    worker = started_before_logging(start)
+    assert "multiprocessing" in " ".join(worker.cmdline())  # the code server's spawned child
+    assert "dagster" in " ".join(worker.parent().cmdline())  # `dagster api grpc ...`
+
+
+@pytest.mark.slow
+def test_step_process_starts_are_the_workers_step_subprocesses(instance, started_run):
+    worker = run_worker_start(instance, started_run.run_id)
+    assert worker is not None
+    [step] = step_process_starts(instance, started_run.run_id)
+    assert started_before_logging(step).ppid() == worker.pid
+
+
+def test_a_run_executed_in_process_has_neither(instance):
+    result = in_process_job.execute_in_process(instance=instance)
+    assert run_worker_start(instance, result.run_id) is None
+    assert step_process_starts(instance, result.run_id) == []
+
+
+def test_tag_run_adds_and_overwrites(instance):
+    run_id = in_process_job.execute_in_process(instance=instance, tags={"keep": "me"}).run_id
+    tag_run(instance, run_id, {"hunyuan/x": "1"})
+    tag_run(instance, run_id, {"hunyuan/x": "2"})
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    assert run.tags["hunyuan/x"] == "2" and run.tags["keep"] == "me"
+
+
+@pytest.mark.slow
+def test_report_run_failed_fails_a_started_run_for_a_retry(instance, started_run):
+    """Run retries are enabled in the repo's dagster.yaml: the failure is marked for a retry,
+    with no failure reason (a STEP_FAILURE one would stop it), as run monitoring leaves it."""
+    started = run_worker_start(instance, started_run.run_id)
+    assert started is not None
+    started_run.kill_everything()
+    wait_until_gone([started.pid])
+    run = instance.get_run_by_id(started_run.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.STARTED
+
+    report_run_failed(instance, run, "worker gone, says the test")
+    failed = instance.get_run_by_id(run.run_id)
+    assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+    assert WILL_RETRY_TAG == "dagster/will_retry"
+    assert failed.tags[WILL_RETRY_TAG] == "true"
+    assert "dagster/failure_reason" not in failed.tags
+    [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert failure.dagster_event is not None
+    assert failure.dagster_event.message == "worker gone, says the test"
