@@ -62,7 +62,9 @@ def test_two_pipelines_side_by_side_share_a_store_and_never_pay_twice(emulator, 
     assert {job.name for job in merged.jobs or []} >= {"products_meshes_job", "concepts_meshes_job"}
     assert {s.name for s in merged.sensors or []} == {
         "products_image_sensor",
+        "products_dead_run_sensor",
         "concepts_image_sensor",
+        "concepts_dead_run_sensor",
     }
     assert set(merged.resources or {}) == {
         f"{name}_{role}"
@@ -142,6 +144,9 @@ def test_budget_allows_one_prediction_and_fails_the_rest_naming_it(
     assert usage.metadata["wavespeed.failed"].value == 0  # refusals were never predictions
     assert usage.metadata["wavespeed.not_submitted"].value == 2
     assert usage.metadata["wavespeed.cost_usd"].value == pytest.approx(0.30)
+    balance = emulator.stats()["balance"]
+    assert usage.metadata["wavespeed.balance_usd"].value == pytest.approx(balance)
+    assert run.tags["wavespeed/balance_usd"] == str(balance)
 
     # the refresh schedule leaves budget refusals alone until tomorrow (UTC)
     plan = plan_refresh(instance, log, pipeline.settings)

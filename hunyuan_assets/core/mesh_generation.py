@@ -34,10 +34,16 @@ from hunyuan_assets.client import (
     SubmissionUncertainError,
     WaveSpeedError,
 )
+from hunyuan_assets.client.polling import (
+    CompletionForecast,
+    PollObservation,
+    forecast_completion,
+)
 from hunyuan_assets.core import mesh_work
 from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
 from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
 from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.poll_history import PollHistory
 from hunyuan_assets.core.prediction_rows import (
     RowContext,
     outcome_rows,
@@ -209,6 +215,11 @@ class MeshGenerator:
         self.records = PredictionRecords(store)
         self.policy = policy
         self.journal = SubmitJournal(store, policy.model)
+        # Polling that learns: what earlier runs saw of this model's durations, plus what this
+        # run sees, forecast when a prediction will complete (client/polling.py).
+        self.poll_history = PollHistory(store)
+        self._observations: list[PollObservation] = []
+        self._new_observations: list[PollObservation] = []
         self.source = source
         self.log = log
         self.registry = registry
@@ -246,6 +257,9 @@ class MeshGenerator:
             finally:
                 await results.put(_DONE)
 
+        self._observations = await asyncio.to_thread(
+            self.poll_history.observations, self.policy.model
+        )
         worker = asyncio.create_task(work())
         try:
             while (outcome := await results.get()) is not _DONE:
@@ -254,6 +268,7 @@ class MeshGenerator:
                 yield outcome
         finally:
             worker.cancel()
+            await self._save_observations()
 
     def _keep(self, outcome: Outcome) -> None:
         if isinstance(outcome, RegistrationOutcome):
@@ -371,7 +386,8 @@ class MeshGenerator:
                 self.policy.run_id,
             )
             try:
-                prediction = await self.client.wait(target)
+                prediction = await self.client.wait(target, forecast=self._forecast())
+                await self._learn(prediction)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
                 forgotten = isinstance(exc, PredictionNotFoundError)
                 details = {**record.details, "forgotten": True} if forgotten else record.details
@@ -665,6 +681,22 @@ class MeshGenerator:
             return _nsfw_rejected(outcome)
         return outcome
 
+    def _forecast(self) -> CompletionForecast | None:
+        return forecast_completion(self._observations)
+
+    async def _learn(self, prediction: Prediction) -> None:
+        if prediction.observation is None:
+            return
+        self._observations = [*self._observations[-99:], prediction.observation]
+        self._new_observations.append(prediction.observation)
+        if len(self._new_observations) >= _OBSERVATIONS_PER_WRITE:
+            await self._save_observations()
+
+    async def _save_observations(self) -> None:
+        new, self._new_observations = self._new_observations, []
+        if new:
+            await asyncio.to_thread(self.poll_history.record_many, new)
+
     async def _analyse(self, local: Path) -> MeshAnalysis:
         size = self.policy.preview_size
         if self.policy.analysis_in_processes:
@@ -813,6 +845,10 @@ def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
             textures=info.textures,
         )
     return details
+
+
+# Observations are written to the store in batches: one small write per this many.
+_OBSERVATIONS_PER_WRITE = 25
 
 
 class _NeverArrived(Exception):

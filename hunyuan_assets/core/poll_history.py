@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from hunyuan_assets.client.polling import CompletionForecast, PollObservation, forecast_completion
@@ -71,18 +72,25 @@ class PollHistory:
 
     def record(self, observation: PollObservation) -> None:
         """Add `observation` to its model's list (newest `limit` kept) and write it back."""
+        self.record_many([observation])
+
+    def record_many(self, observations: Iterable[PollObservation]) -> None:
+        """Add several at once: one read and one write per model, however many there are."""
+        by_model: dict[str, list[PollObservation]] = {}
+        for observation in observations:
+            by_model.setdefault(observation.model, []).append(observation)
         with self._lock:  # one writer per process; other processes: the last writer wins
-            known = self.observations(observation.model)
-            merged = {o.prediction_id: o for o in known}
-            merged[observation.prediction_id] = observation
-            kept = sorted(merged.values(), key=lambda o: o.observed_at)[-self.limit :]
-            key = self.key_for(observation.model)
-            try:
-                self.store.put_bytes(key, _encode(observation.model, kept))
-            except Exception as exc:
-                logger.warning(
-                    "could not write poll history %s (%s: %s)", key, type(exc).__name__, exc
-                )
+            for model, new in by_model.items():
+                merged = {o.prediction_id: o for o in self.observations(model)}
+                merged.update({o.prediction_id: o for o in new})
+                kept = sorted(merged.values(), key=lambda o: o.observed_at)[-self.limit :]
+                key = self.key_for(model)
+                try:
+                    self.store.put_bytes(key, _encode(model, kept))
+                except Exception as exc:
+                    logger.warning(
+                        "could not write poll history %s (%s: %s)", key, type(exc).__name__, exc
+                    )
 
 
 def _encode(model: str, observations: list[PollObservation]) -> bytes:

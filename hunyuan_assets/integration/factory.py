@@ -97,6 +97,9 @@ def build_mesh_pipeline(name: str, images: str, store: str, **options: Any) -> M
             build_dead_run_sensor(
                 settings.job_name("dead_run_sensor"),
                 [job.name for job in jobs.all()],
+                default_status=dg.DefaultSensorStatus.RUNNING
+                if settings.automation
+                else dg.DefaultSensorStatus.STOPPED,
             ),
         ],
         schedules=[

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from hunyuan_assets.client import WaveSpeedError
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.mesh_generation import (
     GenerationPolicy,
@@ -277,12 +278,24 @@ class MeshStep:
 
     def _report_usage(self) -> Iterator:
         metadata = self.usage.metadata()
+        balance = self._balance()
+        if balance is not None:
+            metadata["wavespeed.balance_usd"] = balance
         tags = {
             f"{USAGE_TAG_PREFIX}{name.removeprefix('wavespeed.')}": str(value)
             for name, value in metadata.items()
         }
         self.context.instance.add_run_tags(self.context.run.run_id, tags)
         yield dg.AssetObservation(asset_key=self.settings.meshes_key, metadata=metadata)
+
+    def _balance(self) -> float | None:
+        """The account's credit after this run, when the API answers the balance call."""
+        try:
+            with self.hunyuan3d.get_client() as client:
+                return client.get_balance().amount
+        except WaveSpeedError as exc:
+            self.context.log.info(f"no balance shown: {exc}")
+            return None
 
     # -- failures --------------------------------------------------------------------------
     def _fail_registration(self, key: str, error: str) -> Iterator:

@@ -144,7 +144,10 @@ def fail_dead_runs(instance: dg.DagsterInstance, dead: Sequence[DeadRun]) -> lis
 
 
 def build_dead_run_sensor(
-    name: str, job_names: Sequence[str], minimum_interval_seconds: int = 60
+    name: str,
+    job_names: Sequence[str],
+    minimum_interval_seconds: int = 60,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
     """A sensor that marks dead runs of `job_names` failed (see `find_dead_runs`), running by
     default. It must be evaluated on the machine whose runs it judges, as under `dagster dev`
@@ -156,7 +159,7 @@ def build_dead_run_sensor(
     @dg.sensor(
         name=name,
         minimum_interval_seconds=minimum_interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=default_status,
         description=(
             "Marks runs of " + ", ".join(jobs) + " failed when their worker process on this "
             "machine is gone, so run retries and the refresh schedule carry on."
