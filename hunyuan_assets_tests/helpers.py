@@ -120,8 +120,8 @@ class Deployment:
 
     @property
     def sensor(self) -> dg.SensorDefinition:
-        [sensor] = self.pipeline.sensors
-        return sensor
+        """The pipeline's image sensor."""
+        return self.defs.resolve_sensor_def(self.settings.job_name("image_sensor"))
 
     def schedule(self, what: str) -> dg.ScheduleDefinition:
         """The pipeline's `refresh` or `compaction` schedule."""

@@ -101,7 +101,11 @@ def test_dg_lists_scaffolds_and_validates_two_pipelines(project: Path):
     jobs = {job["name"] for job in defs["jobs"]}
     assert {"products_meshes_job", "concepts_meshes_job"} <= jobs
     sensors = {sensor["name"] for sensor in defs["sensors"]}
-    assert sensors == {"products_image_sensor", "concepts_image_sensor"}
+    assert sensors == {
+        f"{name}_{sensor}"
+        for name in ("products", "concepts")
+        for sensor in ("image_sensor", "dead_run_sensor")
+    }
     checks = {check["key"] for check in defs["asset_checks"]}
     assert {"products/meshes:glb_valid", "concepts/meshes:glb_valid"} <= checks
     resources = {resource["name"] for resource in defs["resources"]}

@@ -36,9 +36,11 @@ from hunyuan_assets.client import (
 )
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.mesh_generation import GenerationPolicy, MeshGenerator, MeshRequest
+from hunyuan_assets.core.reconciliation import ReconcilePolicy
 from hunyuan_assets.core.records import PredictionRecord, PredictionRecords, now_iso, record_prefix
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import LocalMeshStore
+from hunyuan_assets.emulator import EmulatorServer
 from hunyuan_assets.integration.backfill import add_image_partitions, materialize_images
 from hunyuan_assets.integration.factory import MeshPipeline
 from hunyuan_assets.integration.lineage import latest_materializations
@@ -264,11 +266,22 @@ async def upload(emulator) -> MeshRequest:
     return MeshRequest(IMAGE, str(SAMPLES_DIR / IMAGE), SHA256, url)
 
 
-async def generate(emulator, store: LocalMeshStore, request: MeshRequest, run_id: str = "r1"):
+async def generate(
+    emulator,
+    store: LocalMeshStore,
+    request: MeshRequest,
+    run_id: str = "r1",
+    reconcile: ReconcilePolicy | None = None,
+):
     """One attempt of the `meshes` step at the MeshGenerator level (a Dagster step retry
     reruns exactly this with the same run id)."""
     async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
-        policy = GenerationPolicy(model=DEFAULT_MODEL, run_id=run_id, claim_wait_seconds=10)
+        policy = GenerationPolicy(
+            model=DEFAULT_MODEL,
+            run_id=run_id,
+            claim_wait_seconds=10,
+            reconcile=reconcile or ReconcilePolicy(),
+        )
         [outcome] = [o async for o in MeshGenerator(client, store, policy, 2).run([request])]
     return outcome
 
@@ -370,35 +383,96 @@ def test_concurrent_resumers_of_a_lost_prediction_replace_it_once(emulator, tmp_
     assert emulator.stats()["submissions"] == 1
 
 
-def test_lost_submit_answer_is_never_resubmitted(emulator, tmp_path):
+QUICK_RECONCILE = ReconcilePolicy(skew_seconds=2.0, settle_seconds=0.0, in_flight_wait_seconds=5)
+
+
+def test_a_lost_answer_whose_prediction_exists_is_adopted_not_paid_again(emulator, tmp_path):
+    """The connection dropped after the server accepted the submit: the predictions list
+    shows one unknown prediction in the submit's window, so it is ours."""
     store = LocalMeshStore(tmp_path / "store")
     request = asyncio.run(upload(emulator))
     emulator.configure(rules=[{"endpoint": "submit", "kind": "drop_after_accept"}])
-    first = asyncio.run(generate(emulator, store, request))
-    assert first.error_type == "SubmissionUncertainError" and first.transient is False
-    assert latest_record(store.root).state == "uncertain"
-
-    for run_id in ("r1", "r2"):  # a step retry of the same run, then another run
-        outcome = asyncio.run(generate(emulator, store, request, run_id))
-        assert outcome.error_type == "ResubmissionRefusedError", outcome.error
-        assert "WaveSpeed dashboard" in outcome.error and not outcome.transient
-    assert emulator.stats()["submissions"] == 1  # accepted once, never again
-
-    # A person checked: it was not billed. Marking it failed allows exactly one new submission.
+    outcome = asyncio.run(generate(emulator, store, request, reconcile=QUICK_RECONCILE))
+    assert outcome.status == "completed", outcome.error
+    assert emulator.stats()["submissions"] == 1  # accepted once, adopted, never resent
+    assert emulator.stats()["list_requests"] >= 1
     record = latest_record(store.root)
-    PredictionRecords(store).put(PREFIX, record.evolve(state="failed"))
-    assert asyncio.run(generate(emulator, store, request)).status == "completed"
+    assert record.state == "completed" and "adopted" in record.details
+    assert record.prediction_id == outcome.prediction.id
+    assert not outcome.superseded
+
+
+def test_a_lost_submit_that_never_arrived_is_sent_once_more_and_logged(emulator, tmp_path):
+    """The connection dropped before the server read the request: nothing was created in
+    the window, so the picture is submitted once more, and the log says why."""
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop"}])
+    outcome = asyncio.run(generate(emulator, store, request, reconcile=QUICK_RECONCILE))
+    assert outcome.status == "completed", outcome.error
+    assert emulator.stats()["submissions"] == 1  # the dropped one created nothing
+    assert emulator.stats()["requests"]["submit"] == 2
+    [never] = outcome.superseded
+    assert "never arrived" in never.error and never.prediction_id == "" and never.cost_usd == 0
+    assert latest_record(store.root).generation == 2
+
+
+def test_an_unknown_prediction_beside_ours_keeps_the_submit_refused(emulator, tmp_path):
+    """Something else (the website, another tool) made a prediction in the same window: which
+    one is ours cannot be told, so nothing is adopted or resubmitted; the error names both."""
+    store = LocalMeshStore(tmp_path / "store")
+    request = asyncio.run(upload(emulator))
+
+    async def outsider() -> str:
+        async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+            return (await client.submit(request.image_url)).id
+
+    other = asyncio.run(outsider())
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "drop_after_accept"}])
+    outcome = asyncio.run(generate(emulator, store, request, reconcile=QUICK_RECONCILE))
+    assert outcome.error_type == "ResubmissionRefusedError" and not outcome.transient
+    assert other in outcome.error and "2 unknown prediction(s)" in outcome.error
+    assert latest_record(store.root).state == "uncertain"
+    assert emulator.stats()["submissions"] == 2  # the outsider's and ours: nothing more
+
+    # A later attempt (the refresh schedule's) reconciles again: still two, still refused.
+    again = asyncio.run(generate(emulator, store, request, "r2", reconcile=QUICK_RECONCILE))
+    assert again.error_type == "ResubmissionRefusedError"
     assert emulator.stats()["submissions"] == 2
 
 
-def test_claim_of_a_run_that_died_mid_submit_is_not_taken_over(emulator, tmp_path):
+def test_a_claim_whose_run_died_mid_submit_is_reconciled(emulator, tmp_path):
+    """A run claimed the picture an hour ago and died before recording a prediction id: the
+    list shows nothing then, so exactly one submission follows."""
     store = LocalMeshStore(tmp_path / "store")
     request = asyncio.run(upload(emulator))
     an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     write_record(store, state="submitting", updated_at=an_hour_ago)
-    outcome = asyncio.run(generate(emulator, store, request))
-    assert outcome.error_type == "ResubmissionRefusedError" and not outcome.transient
-    assert emulator.stats()["submissions"] == 0
+    outcome = asyncio.run(generate(emulator, store, request, reconcile=QUICK_RECONCILE))
+    assert outcome.status == "completed", outcome.error
+    assert emulator.stats()["submissions"] == 1
+
+
+def test_a_claim_whose_run_died_after_its_prediction_was_made_adopts_it(tmp_path):
+    """The dead run's POST did create a prediction: it is found in the claim's window and
+    adopted, so nothing is paid twice (the emulator's clock puts it 70 s back)."""
+    offset = [timedelta(seconds=70)]
+    with EmulatorServer(latency=0.2, clock=lambda: datetime.now(UTC) - offset[0]) as emulator:
+        store = LocalMeshStore(tmp_path / "store")
+        request = asyncio.run(upload(emulator))
+
+        async def dead_runs_submit() -> str:
+            async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+                return (await client.submit(request.image_url)).id
+
+        made = asyncio.run(dead_runs_submit())
+        offset[0] = timedelta(0)
+        claimed = (datetime.now(UTC) - timedelta(seconds=70.5)).isoformat()
+        write_record(store, state="submitting", updated_at=claimed)
+        outcome = asyncio.run(generate(emulator, store, request, reconcile=QUICK_RECONCILE))
+    assert outcome.status == "completed", outcome.error
+    assert outcome.prediction.id == made
+    assert emulator.stats()["submissions"] == 1
 
 
 def test_waiting_on_a_live_claim_follows_its_result(emulator, tmp_path, mesh_log):

@@ -649,7 +649,9 @@ class MeshGenerator:
         if png and thumb:
             preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
             await asyncio.to_thread(self.store.put_bytes, _thumbnail_key(png_key), thumb)
-        details = _prediction_details(prediction, info)
+        # How the prediction was found after a lost answer stays on the record (audit trail).
+        kept = {k: v for k, v in record.details.items() if k in ("adopted", "submit")}
+        details = {**kept, **_prediction_details(prediction, info)}
         if mesh_error:
             details["mesh_error"] = mesh_error
         done = record.evolve(

@@ -101,6 +101,8 @@ def mesh_metadata(outcome: MeshOutcome, model: str) -> dict:
         "attempt": outcome.attempt,
         "resumed_prediction": outcome.resumed,
         "reused_from": outcome.reused_from or "",
+        # Set when the submit's answer was lost and the prediction was found in the list.
+        "adopted_after_lost_answer": d.get("adopted"),
         # Usage, in the style of dagster-openai: what this partition cost the account.
         "wavespeed.predictions": 0 if outcome.status == "reused" else 1,
         "wavespeed.inference_seconds": round((d.get("inference_ms") or 0) / 1000, 3),
