@@ -759,3 +759,30 @@ def test_stats_say_how_late_predictions_finished(emulator, api):
     wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
     late = emulator.stats()["late_ms"]
     assert late["finished"] == 1 and 0 <= late["p50"] == late["max"]
+
+
+# -- faults the fault-injection suite relies on -------------------------------------------------
+def test_truncate_sends_half_the_body_and_stats_count_faults_by_kind(emulator, api):
+    done = wait_status(api, submit(api, upload(api, png_bytes()))["id"], "completed")
+    emulator.configure(rules=[{"endpoint": "output", "kind": "truncate", "count": 1}])
+    with pytest.raises(httpx.RemoteProtocolError, match="complete message body"):
+        httpx.get(done["outputs"][0])
+    whole = httpx.get(done["outputs"][0])  # the rule is spent
+    assert whole.status_code == 200 and whole.content[:4] == b"glTF"
+    emulator.configure(rules=[{"endpoint": "result", "kind": "503", "count": 2}])
+    assert api.get(f"/api/v3/predictions/{done['id']}/result").status_code == 503
+    assert api.get(f"/api/v3/predictions/{done['id']}/result").status_code == 503
+    stats = emulator.stats()
+    assert stats["faults"] == {"output truncate": 1, "result 503": 2}
+    assert stats["faults_injected"] == 3
+
+
+def test_a_truncated_output_is_a_glb_cut_short_served_whole(emulator, api):
+    emulator.configure(corrupt_output={"match": "cut", "error": "truncated"})
+    cut = wait_status(api, submit(api, upload(api, png_bytes(), "cut.png"))["id"], "completed")
+    whole = wait_status(api, submit(api, upload(api, png_bytes(), "ok.png"))["id"], "completed")
+    short, full = httpx.get(cut["outputs"][0]), httpx.get(whole["outputs"][0])
+    assert short.status_code == 200 and short.content[:4] == b"glTF"
+    assert int(short.headers["content-length"]) == len(short.content) < len(full.content)
+    declared = int.from_bytes(short.content[8:12], "little")  # the GLB header's total length
+    assert declared == len(full.content) > len(short.content)

@@ -20,7 +20,10 @@ ENDPOINTS = frozenset(
     {"submit", "result", "list", "balance", "upload", "upload_put", "media", "output", "any"}
 )
 ERROR_KINDS = frozenset({"429", "500", "502", "503", "504"})
-KINDS = ERROR_KINDS | {"drop", "drop_after_accept", "slow"}
+# drop: closed before any answer (never processed); drop_after_accept: processed, then closed
+# without an answer; slow: answered after `delay`; truncate: answered with the full
+# Content-Length but half the body, then closed.
+KINDS = ERROR_KINDS | {"drop", "drop_after_accept", "slow", "truncate"}
 ALWAYS = -1
 RETENTION_SECONDS = 7 * 24 * 3600  # the provider keeps predictions and outputs 7 days
 BALANCE_ROUTES = ("balance", "account/balance")  # both documented; a test may remove one
@@ -150,7 +153,8 @@ class FaultConfig:
     fail_tasks: TaskSelector | None = None
     nsfw: TaskSelector | None = None
     # completed predictions whose GLB is broken: `error` selects how ("garbage": not a GLB,
-    # "untextured": a valid GLB without any material), so mesh checks can be seen failing.
+    # "truncated": the GLB cut short, "untextured": a valid GLB without any material), so
+    # mesh checks can be seen failing.
     corrupt_output: TaskSelector | None = None
     retention: float = RETENTION_SECONDS  # older predictions are gone: not listed, not found
     balance: float = 100.0  # the account's credit (USD) before this emulator's predictions

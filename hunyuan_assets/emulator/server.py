@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -52,6 +53,7 @@ MAX_UPLOAD_BYTES = 200 * 2**20  # the provider's documented upload limit
 SYNC_MODE_TIMEOUT = 60.0  # assumed: how long `enable_sync_mode` holds the submit open
 _FETCH_TIMEOUT = 30.0
 _STATUSES = ("created", "processing", "completed", "failed")
+CORRUPTIONS = ("garbage", "truncated", "untextured")  # what `corrupt_output` may make
 # Keep in step with meshgen.OUTPUT_PROFILES (not imported here: meshgen pulls in numpy).
 OUTPUT_PROFILES = ("small", "realistic")
 # Synthesis is CPU-bound: more at once than there are CPUs only adds memory and contention.
@@ -123,13 +125,16 @@ def _safe_filename(name: str) -> str:
 def _corruption(selector: Any, image: str, fail_error: str | None) -> str | None:
     if fail_error is not None or selector is None or not selector.take(image):
         return None
-    return selector.error if selector.error in ("garbage", "untextured") else "garbage"
+    return selector.error if selector.error in CORRUPTIONS else "garbage"
 
 
 def _corrupt(glb: bytes, how: str | None) -> bytes:
-    """A broken output for tests of mesh checks: not a GLB at all, or a GLB with no material."""
+    """A broken output for tests of mesh checks: not a GLB at all, a GLB cut short (served
+    whole, so only the file itself shows it), or a GLB with no material."""
     if how == "garbage":
         return b"<html>502 Bad Gateway</html>" + glb[:64]
+    if how == "truncated":
+        return glb[: len(glb) * 2 // 3]
     if how == "untextured":
         import io
 
@@ -159,7 +164,7 @@ class _Prediction:
     submitted: float  # time.monotonic()
     fail_error: str | None  # set when a `fail_tasks` fault selected this prediction
     nsfw: bool
-    corrupt: str | None  # "garbage" | "untextured": a `corrupt_output` fault selected this one
+    corrupt: str | None  # one of CORRUPTIONS: a `corrupt_output` fault selected this one
     webhook: str | None  # recorded, not delivered (webhooks are a later capability)
     profile: str  # the output profile when it was submitted
     status: str = "created"
@@ -229,6 +234,7 @@ class _Emulator:
             "uploads": 0,
             "output_downloads": 0,
             "faults_injected": 0,
+            "faults": {},  # "<endpoint> <kind>" -> how many of the injected faults
             "spent": 0.0,
             "restarts": 0,
             "requests": {},
@@ -299,7 +305,10 @@ class _Emulator:
             by_status = dict.fromkeys(_STATUSES, 0)
             for p in self._predictions.values():
                 by_status[p.status] = by_status.get(p.status, 0) + 1
-            stats = dict(self._counters, requests=dict(self._counters["requests"]))
+            counters = self._counters
+            stats = dict(
+                counters, requests=dict(counters["requests"]), faults=dict(counters["faults"])
+            )
             stats["spent"] = round(stats["spent"], 6)
             stats["predictions"] = by_status
             stats["balance"] = self._balance()
@@ -357,6 +366,9 @@ class _Emulator:
             rule = self.config.take_rule(endpoint, subject, self._fault_rng.random)
             if rule is not None:
                 self._counters["faults_injected"] += 1
+                by_kind = self._counters["faults"]
+                name = f"{endpoint} {rule.kind}"
+                by_kind[name] = by_kind.get(name, 0) + 1
             return rule
 
     # -- predictions -----------------------------------------------------------------------
@@ -625,6 +637,13 @@ class _HTTPServer(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up between requests (after a dropped or cut answer) is normal
+        under fault injection, not an error worth a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def cut_connections(self) -> None:
         """Close every open connection, keep-alive ones too, as a dying process would."""
         with self._open_lock:
@@ -712,7 +731,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 if rule is not None and kind == "slow":
                     time.sleep(rule.delay)
-                self._send(response)
+                self._send(response, truncate=kind == "truncate")
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True  # the client went away, or a restart cut it off
         except Exception:
@@ -741,7 +760,9 @@ class _Handler(BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization", "").strip()
         return re.fullmatch(r"Bearer\s+\S+", authorization) is not None
 
-    def _send(self, response: _Response) -> None:
+    def _send(self, response: _Response, *, truncate: bool = False) -> None:
+        """Send the response; `truncate` sends the full Content-Length but only half the body,
+        then closes, as a proxy or CDN that dies mid-transfer does."""
         source = None
         if response.file is not None:
             try:
@@ -756,7 +777,12 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in response.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            if source is not None:
+            if truncate:
+                body = source.read() if source is not None else response.body
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self._drop()
+            elif source is not None:
                 self.connection.sendfile(source)  # zero-copy, and without holding the GIL
             else:
                 self.wfile.write(response.body)
