@@ -781,6 +781,7 @@ def test_a_truncated_output_is_a_glb_cut_short_served_whole(emulator, api):
     emulator.configure(corrupt_output={"match": "cut", "error": "truncated"})
     cut = wait_status(api, submit(api, upload(api, png_bytes(), "cut.png"))["id"], "completed")
     whole = wait_status(api, submit(api, upload(api, png_bytes(), "ok.png"))["id"], "completed")
+    assert emulator.stats()["faults"] == {"task corrupt_output:truncated": 1}
     short, full = httpx.get(cut["outputs"][0]), httpx.get(whole["outputs"][0])
     assert short.status_code == 200 and short.content[:4] == b"glTF"
     assert int(short.headers["content-length"]) == len(short.content) < len(full.content)

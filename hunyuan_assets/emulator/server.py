@@ -234,7 +234,7 @@ class _Emulator:
             "uploads": 0,
             "output_downloads": 0,
             "faults_injected": 0,
-            "faults": {},  # "<endpoint> <kind>" -> how many of the injected faults
+            "faults": {},  # what was injected, by kind: see _count_fault
             "spent": 0.0,
             "restarts": 0,
             "requests": {},
@@ -299,6 +299,7 @@ class _Emulator:
     def stats(self) -> dict[str, Any]:
         """Named counters count work done (predictions created, results answered, media stored,
         GLBs served); `requests` counts every request per endpoint, faulted ones included;
+        `faults` counts what was injected by kind (`faults_injected`: the rules' share);
         `late_ms` says how long after their latency the last predictions finished (an emulator
         that keeps up stays near 0; `hold` makes it grow on purpose)."""
         with self._cond:
@@ -366,10 +367,14 @@ class _Emulator:
             rule = self.config.take_rule(endpoint, subject, self._fault_rng.random)
             if rule is not None:
                 self._counters["faults_injected"] += 1
-                by_kind = self._counters["faults"]
-                name = f"{endpoint} {rule.kind}"
-                by_kind[name] = by_kind.get(name, 0) + 1
+                self._count_fault(f"{endpoint} {rule.kind}")
             return rule
+
+    def _count_fault(self, name: str) -> None:
+        """Under the lock: one more fault of this "<endpoint> <kind>" (rules), "task <fault>"
+        (fail_tasks, corrupt_output) or "output expired" (output_ttl)."""
+        faults = self._counters["faults"]
+        faults[name] = faults.get(name, 0) + 1
 
     # -- predictions -----------------------------------------------------------------------
     def submit(
@@ -399,6 +404,10 @@ class _Emulator:
             self._sequence += 1
             self._predictions[prediction.id] = prediction
             self._counters["submissions"] += 1
+            if prediction.fail_error is not None:
+                self._count_fault("task fail_tasks")
+            if prediction.corrupt is not None:
+                self._count_fault(f"task corrupt_output:{prediction.corrupt}")
             data = self._render(prediction, base)
         threading.Thread(
             target=self._run, args=(prediction,), name=f"task-{prediction.id[:8]}", daemon=True
@@ -610,6 +619,7 @@ class _Emulator:
                 return "missing"  # past the retention, an output URL no longer resolves
             ttl = self.config.output_ttl  # the current setting, so a test can expire old outputs
             if ttl is not None and time.monotonic() - p.completed > ttl:
+                self._count_fault("output expired")
                 return "expired"
             self._counters["output_downloads"] += 1
             return p.output
