@@ -403,7 +403,13 @@ def test_parse_envelope_success_and_error_codes() -> None:
 
 
 def test_parse_envelope_submit_answers_that_hide_the_outcome_are_uncertain() -> None:
-    for status, body in [(200, b"not json"), (200, b'{"code": 200}'), (504, b"timeout")]:
+    for status, body in [
+        (200, b"not json"),
+        (200, b'{"code": 200}'),
+        (500, b"internal error"),
+        (504, b"timeout"),
+        (200, b'{"code": 5000, "message": "internal error"}'),
+    ]:
         with pytest.raises(SubmissionUncertainError):
             envelope(status, body, kind="submit")
     with pytest.raises(ServerError):  # the same answers to a GET are plain (retryable) errors
@@ -619,10 +625,13 @@ def test_submit_is_retried_on_429_and_503(client, emulator, image_url) -> None:
     assert emulator.stats()["submissions"] == 1 and requests_to(emulator, "submit") == 3
 
 
-def test_submit_500_is_not_retried(client, emulator, image_url) -> None:
+def test_submit_500_is_uncertain_not_retried(client, emulator, image_url) -> None:
+    """An internal error may come after the task was created (and billed): like a lost
+    answer, it is for the caller to reconcile, never resent."""
     emulator.configure(rules=[{"endpoint": "submit", "kind": "500", "count": 1}])
-    with pytest.raises(ServerError):
+    with pytest.raises(SubmissionUncertainError) as caught:
         client.submit(image_url)
+    assert caught.value.status_code == 500 and not caught.value.transient
     assert requests_to(emulator, "submit") == 1
 
 

@@ -340,8 +340,10 @@ def error_for_status(
             "move to a higher account tier.",
             **kw,
         )
-    if kind == "submit" and status_code in (502, 504):
-        # A gateway error means the request may have reached the model service.
+    if kind == "submit" and (status_code in (500, 502, 504) or code in (5000, 5004)):
+        # Only 429/503 are answered before a task exists. A gateway error means the request may
+        # have reached the model service, and an internal error (or timeout) may come after the
+        # task was created: either way it may be billed, so it is reconciled, never resent.
         return SubmissionUncertainError(f"{where} answered {shown}. {_UNCERTAIN_ADVICE}", **kw)
     if code == 404 and kind == "read" and prediction_id is not None:
         return PredictionNotFoundError(
