@@ -6,8 +6,10 @@ killed run, a step retry or a second run of the same picture never pays twice:
 - a recorded `pending` prediction is resumed, whoever submitted it;
 - only the run that wins the exclusive claim on the next generation submits; the others wait
   for its prediction id and then wait on that prediction too;
-- a submit whose answer was lost (or a claim whose run died mid-submit) is never resubmitted
-  automatically: it may exist and be billed, so a person resolves it;
+- a submit whose answer was lost (or a claim whose run died mid-submit) may exist and be
+  billed: it is reconciled against the predictions list (`reconciliation.py`), its prediction
+  adopted, or sent again only when the list shows it never arrived; what the list cannot tell
+  stays refused for a person;
 - an attempt pays for at most one new prediction, and only when the latest one failed or is
   unknown to the API (never because a wait timed out or a download broke).
 """
@@ -356,7 +358,7 @@ class MeshGenerator:
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
         replaced_forgotten = False
-        resubmitted = False
+        never_arrived = 0
         while True:
             record = await self._settle(request, prefix, record, leftover)
             if record.state == "completed":
@@ -368,10 +370,13 @@ class MeshGenerator:
                 try:
                     record, target = await self._submit(request, prefix, record)
                 except _NeverArrived as exc:
-                    if resubmitted:
-                        message = f"{exc}, twice: not submitting again"
-                        raise ResubmissionRefusedError(message) from exc
-                    resubmitted = True  # nothing was paid: submit once more, logged why
+                    # The list shows nothing was made, so nothing was paid: sent again, as the
+                    # client resends a request that never got through, up to its max attempts.
+                    # Past that, nothing is paid either, so a later attempt may try (transient).
+                    never_arrived += 1
+                    if never_arrived >= self.client.settings.retry.max_attempts:
+                        message = f"{exc}, {never_arrived} times: not submitting again now"
+                        raise ResubmissionRefusedError(message, transient=True) from exc
                     self._superseded.setdefault(request.partition_key, []).append(
                         SupersededPrediction("", record.generation, str(exc))
                     )
