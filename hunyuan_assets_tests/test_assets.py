@@ -270,14 +270,25 @@ def test_mesh_checks_fail_on_a_broken_output(
     store_dir = tmp_path / "store"
     pipeline = pipeline_for(emulator, images_dir, store_dir)
     keys = partition_keys(pipeline)
-    assert all(r.success for r in materialize_images(instance, pipeline, keys))
+    [result] = materialize_images(instance, pipeline, keys)
     for name in ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface"):
         results = check_results(instance, name)
         assert results["vase.jpg"] is (name not in failing), name
         assert results["mug.png"] is True, name
-    # the paid-for output is kept, and the record says the next attempt must resubmit
-    meta = latest_materializations(instance, MESHES, ["vase.jpg"])["vase.jpg"].metadata
-    assert Path(meta["mesh_uri"].removeprefix("file://")).is_file()
+    if how == "untextured":  # a valid GLB: a mesh, with its failing check
+        assert result.success
+        meta = latest_materializations(instance, MESHES, ["vase.jpg"])["vase.jpg"].metadata
+        assert Path(meta["mesh_uri"].removeprefix("file://")).is_file()
+        return
+    # not a GLB: no mesh, the partition fails naming why; the paid-for output is kept
+    assert not result.success and failed_partitions(instance) == {"vase.jpg"}
+    assert "vase.jpg" not in latest_materializations(instance, MESHES, keys)
+    log = PredictionLog(open_mesh_store(str(store_dir))).read()
+    [row] = log[log["status"] == "failed"].to_dict("records")
+    assert row["partition_key"] == "vase.jpg" and row["error_type"] == "MeshError"
+    assert "is not a valid GLB" in row["error"] and "kept at file://" in row["error"]
+    kept = row["error"].split("kept at file://", 1)[1].split(". A new run", 1)[0]
+    assert Path(kept).is_file()
 
 
 def test_a_dead_leftover_prediction_is_logged_when_replaced(

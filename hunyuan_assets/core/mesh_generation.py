@@ -647,7 +647,8 @@ class MeshGenerator:
                 info, png, thumb = analysis.info, analysis.preview_png, analysis.thumbnail_jpeg
                 mesh_error = None
             except MeshError as exc:
-                # Paid for, so kept: the glb_valid check fails and the next attempt resubmits.
+                # Paid for, so kept for a look; the partition fails (its checks show why) and
+                # a new run submits it once more.
                 info, png, thumb, mesh_error = None, None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
         preview_uri = None
@@ -684,6 +685,14 @@ class MeshGenerator:
             details=done.details,
             cost_usd=self._price,
         )
+        if mesh_error:
+            return replace(
+                outcome,
+                status="failed",
+                error=f"the output of prediction {prediction.id} is not a valid GLB "
+                f"({mesh_error}); kept at {mesh_uri}. A new run submits this image once more.",
+                error_type="MeshError",
+            )
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
