@@ -338,7 +338,9 @@ def test_expired_output_fails_clearly_and_the_next_run_pays_once(
     assert not result.success
     log = PredictionLog(open_mesh_store(str(store_dir))).read()
     [row] = log.to_dict("records")
-    assert row["status"] == "failed" and row["prediction_id"]
+    # the row names the completed prediction whose output expired (NaN is truthy: check type)
+    assert row["status"] == "failed" and isinstance(row["prediction_id"], str)
+    assert row["submitted_at"] is not pd.NaT and row["inference_ms"] is not pd.NA
     assert "output URLs expire" in row["error"] and "is gone" in row["error"]
 
     emulator.configure(output_ttl=None)

@@ -29,6 +29,7 @@ from typing import Literal
 
 from hunyuan_assets.client import (
     AsyncHunyuan3DClient,
+    OutputDownloadError,
     OutputExpiredError,
     Prediction,
     PredictionFailedError,
@@ -641,7 +642,10 @@ class MeshGenerator:
         glb_key, png_key = self._mesh_keys(request, quarantined)
         with tempfile.TemporaryDirectory(prefix="hunyuan-mesh-") as tmp:
             local = Path(tmp) / "mesh.glb"
-            await self._download(prediction, local, prefix, record)
+            try:
+                await self._download(prediction, local, prefix, record)
+            except OutputDownloadError as exc:
+                return self._download_failed(request, record, prediction, exc)
             try:
                 analysis = await self._analyse(local)
                 info, png, thumb = analysis.info, analysis.preview_png, analysis.thumbnail_jpeg
@@ -696,6 +700,24 @@ class MeshGenerator:
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
+
+    def _download_failed(
+        self,
+        request: MeshRequest,
+        record: PredictionRecord,
+        prediction: Prediction,
+        exc: OutputDownloadError,
+    ) -> MeshOutcome:
+        """The outcome names the completed prediction (its row has its id and timings). An
+        expired output is that prediction's last row, so it carries its price; after any other
+        download error the record stays pending and a later row will."""
+        outcome = replace(
+            _failure(request, exc, transient=exc.transient, attempt=record.generation),
+            prediction=prediction,
+            details={"prediction_id": prediction.id},
+        )
+        expired = isinstance(exc, OutputExpiredError)
+        return replace(outcome, cost_usd=self._price) if expired else outcome
 
     def _forecast(self) -> CompletionForecast | None:
         return forecast_completion(self._observations)
