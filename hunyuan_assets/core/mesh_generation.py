@@ -53,6 +53,7 @@ from hunyuan_assets.core.prediction_rows import (
     registration_failure_row,
 )
 from hunyuan_assets.core.reconciliation import (
+    ClockOffsets,
     ReconcilePolicy,
     SubmitJournal,
     SubmitMarker,
@@ -228,6 +229,9 @@ class MeshGenerator:
         self.registry = registry
         self._rows = RowContext(policy.pipeline, policy.model, policy.run_id, policy.code_version)
         self._slots = asyncio.Semaphore(max_concurrency)
+        # Submits are sent one at a time, with what is known of the provider's clock (see _send).
+        self._sending = asyncio.Lock()
+        self._clocks = ClockOffsets()
         self._lookahead = asyncio.Semaphore(2 * max_concurrency)
         self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
@@ -535,32 +539,55 @@ class MeshGenerator:
         """Submit our claim; the prediction id is durable before anyone waits on it. A lost
         answer is reconciled against the predictions list at once (never paying twice)."""
         slot = await self._reserve_budget(request, prefix, claim)
-        marker = SubmitMarker(
-            _token(prefix, claim.generation), request.partition_key, now_utc().isoformat()
-        )
-        await asyncio.to_thread(self.journal.begin, marker)
+        token = _token(prefix, claim.generation)
         try:
-            prediction = await self.client.submit(request.image_url, model=self.policy.model)
-        except SubmissionUncertainError as exc:
-            # It may exist and be billed: find out from the predictions list, never by guessing.
-            lost = replace(marker, failed_at=now_utc().isoformat())
-            await asyncio.to_thread(self.journal.lost, lost)
-            uncertain = await self._put(
-                prefix, claim.evolve(state="uncertain", error=str(exc), details=_with(lost, claim))
-            )
-            return await self._resolve(request, prefix, uncertain, lost)
+            marker, answer = await self._send(request, token)
         except WaveSpeedError as exc:
             # Refused before a task existed (429/503 after retries, 4xx): safe to submit again.
-            await asyncio.to_thread(self.journal.finished, marker.token)
+            await asyncio.to_thread(self.journal.finished, token)
             await self._put(prefix, claim.evolve(state="failed", error=str(exc)))
             if slot is not None and self._budget is not None:
                 await asyncio.to_thread(self._budget.release, slot)
             raise
-        await asyncio.to_thread(self.journal.finished, marker.token, prediction.id)
+        if isinstance(answer, SubmissionUncertainError):
+            # It may exist and be billed: find out from the predictions list, never by guessing.
+            await asyncio.to_thread(self.journal.lost, marker)
+            uncertain = await self._put(
+                prefix,
+                claim.evolve(state="uncertain", error=str(answer), details=_with(marker, claim)),
+            )
+            return await self._resolve(request, prefix, uncertain, marker)
+        await asyncio.to_thread(self.journal.finished, token, answer.id)
         pending = claim.evolve(
-            state="pending", prediction_id=prediction.id, submitted_at=now_iso(), error=None
+            state="pending", prediction_id=answer.id, submitted_at=now_iso(), error=None
         )
-        return await self._put(prefix, pending), prediction
+        return await self._put(prefix, pending), answer
+
+    async def _send(
+        self, request: MeshRequest, token: str
+    ) -> tuple[SubmitMarker, Prediction | SubmissionUncertainError]:
+        """The submit POST, one at a time, with its marker: the prediction, or the lost answer
+        (the marker's window closed). After a lost answer the next send waits until its window
+        has closed too, so no two windows of this generator overlap (reconciliation.py)."""
+        await self._sending.acquire()
+        guard = 0.0
+        try:
+            marker = self._clocks.marker(token, request.partition_key, now_utc())
+            await asyncio.to_thread(self.journal.begin, marker)
+            try:
+                prediction = await self.client.submit(request.image_url, model=self.policy.model)
+            except SubmissionUncertainError as exc:
+                lost = replace(marker, failed_at=now_utc().isoformat())
+                guard = lost.guard_seconds(self.policy.reconcile.skew_seconds)
+                return lost, exc
+            if prediction.submitted_at is not None:
+                self._clocks.learn(prediction.submitted_at, now_utc(), prediction.created_at)
+            return marker, prediction
+        finally:
+            if guard:
+                asyncio.get_running_loop().call_later(guard, self._sending.release)
+            else:
+                self._sending.release()
 
     async def _resolve(
         self, request: MeshRequest, prefix: str, record: PredictionRecord, marker: SubmitMarker

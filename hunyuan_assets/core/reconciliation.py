@@ -22,6 +22,16 @@ predictions are not indexed yet; one in flight for longer than a submit can take
 a process that died and counts as uncertain. The known risk: a prediction made outside these
 stores (the website) inside the window of a request that never arrived would be adopted; the
 window is the submit's own few seconds. No Dagster here.
+
+How wide a window is: a prediction cannot be created before its request was sent, but our
+clock and the provider's differ, and a request given up on may still be processed a little
+later (a proxy keeps it going). Without more knowledge, `skew_seconds` is allowed on each
+side. Every answered submit says more: it was created between our send and our answer, so
+`ClockOffsets` bounds (their clock - ours) from those, and a marker written once that is known
+carries the bounds, which replace the skew before the send (and leave it after the answer
+was given up, for late arrivals). One generator sends its submits one at a time and, after a
+lost answer, waits until that window has closed before the next (`guard_seconds`), so no two
+of its own windows overlap and each candidate fits at most one of them.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,21 +55,77 @@ logger = logging.getLogger("hunyuan_assets.core.reconciliation")
 Action = Literal["resubmit", "adopt", "refuse"]
 
 
+# On top of learned clock bounds: servers behind one API may differ by a few ms among themselves.
+OFFSET_MARGIN_SECONDS = 0.05
+
+
 @dataclass(frozen=True)
 class SubmitMarker:
     token: str
     partition_key: str
     sent_at: str  # ISO 8601, UTC
     failed_at: str | None = None  # set once the answer is given up on
+    # Bounds on (the provider's clock - ours) in seconds when the submit was sent, learned from
+    # answered submits (ClockOffsets); None when nothing was known yet.
+    offset_low: float | None = None
+    offset_high: float | None = None
 
     def window(self, skew: float, submit_timeout: float) -> tuple[datetime, datetime]:
+        """When, on the provider's clock, this submit can have created its prediction."""
         start = datetime.fromisoformat(self.sent_at)
         end = (
             datetime.fromisoformat(self.failed_at)
             if self.failed_at
             else start + timedelta(seconds=submit_timeout)
         )
-        return start - timedelta(seconds=skew), end + timedelta(seconds=skew)
+        if self.offset_low is None or self.offset_high is None:
+            return start - timedelta(seconds=skew), end + timedelta(seconds=skew)
+        early = self.offset_low - OFFSET_MARGIN_SECONDS
+        late = self.offset_high + OFFSET_MARGIN_SECONDS + skew  # a late arrival, still ours
+        return start + timedelta(seconds=early), end + timedelta(seconds=late)
+
+    def guard_seconds(self, skew: float) -> float:
+        """How long after `failed_at` the next submit of the same process must wait for its
+        window to start after this one's end (its bounds being no wider than these)."""
+        if self.offset_low is None or self.offset_high is None:
+            return 2 * skew
+        spread = self.offset_high - self.offset_low + 2 * OFFSET_MARGIN_SECONDS
+        return skew + spread + 0.001
+
+
+class ClockOffsets:
+    """Bounds on (the provider's clock - ours), from answered submits: each was created after
+    we sent it and before we had the answer, stamped `created_at` at the provider's resolution
+    (milliseconds, seconds...). The bounds are the intersection of the recent ones; when they
+    contradict each other (servers with different clocks), their hull."""
+
+    def __init__(self, kept: int = 50) -> None:
+        self._samples: deque[tuple[float, float]] = deque(maxlen=kept)
+
+    def learn(self, sent: datetime, answered: datetime, created_at: str | None) -> None:
+        created = _parse(created_at)
+        if created is None or created_at is None:
+            return
+        resolution = _resolution(created_at)
+        low = (created - answered).total_seconds()
+        high = (created - sent).total_seconds() + resolution
+        self._samples.append((low, high))
+
+    def bounds(self) -> tuple[float, float] | None:
+        if not self._samples:
+            return None
+        low = max(sample[0] for sample in self._samples)
+        high = min(sample[1] for sample in self._samples)
+        if low > high:
+            low = min(sample[0] for sample in self._samples)
+            high = max(sample[1] for sample in self._samples)
+        return low, high
+
+    def marker(self, token: str, partition_key: str, sent_at: datetime) -> SubmitMarker:
+        """A marker for a submit about to be sent, carrying what is known of the clocks."""
+        bounds = self.bounds()
+        low, high = bounds if bounds is not None else (None, None)
+        return SubmitMarker(token, partition_key, sent_at.isoformat(), None, low, high)
 
 
 @dataclass(frozen=True)
@@ -298,6 +366,13 @@ def _parse(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _resolution(value: str) -> float:
+    """Seconds per unit of the last digit of an ISO 8601 time ("...:48.882Z" -> 0.001)."""
+    found = re.search(r"T\d{2}:\d{2}:\d{2}(?:[.,](\d+))?", value)
+    digits = len(found.group(1)) if found and found.group(1) else 0
+    return 10.0**-digits
 
 
 def _iso(moment: datetime) -> str:
