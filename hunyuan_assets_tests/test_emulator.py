@@ -769,12 +769,17 @@ def test_truncate_sends_half_the_body_and_stats_count_faults_by_kind(emulator, a
         httpx.get(done["outputs"][0])
     whole = httpx.get(done["outputs"][0])  # the rule is spent
     assert whole.status_code == 200 and whole.content[:4] == b"glTF"
+    emulator.configure(rules=[{"endpoint": "output", "kind": "truncate", "count": 1}])
+    missing = httpx.get(done["outputs"][0].replace("/mesh.glb", "x/mesh.glb"))
+    assert missing.status_code == 404 and b"NoSuchKey" in missing.content  # an error: whole
+    with pytest.raises(httpx.RemoteProtocolError):  # ...and the rule still has its use
+        httpx.get(done["outputs"][0])
     emulator.configure(rules=[{"endpoint": "result", "kind": "503", "count": 2}])
     assert api.get(f"/api/v3/predictions/{done['id']}/result").status_code == 503
     assert api.get(f"/api/v3/predictions/{done['id']}/result").status_code == 503
     stats = emulator.stats()
-    assert stats["faults"] == {"output truncate": 1, "result 503": 2}
-    assert stats["faults_injected"] == 3
+    assert stats["faults"] == {"output truncate": 2, "result 503": 2}
+    assert stats["faults_injected"] == 4
 
 
 def test_a_truncated_output_is_a_glb_cut_short_served_whole(emulator, api):

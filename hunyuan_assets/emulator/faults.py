@@ -21,8 +21,8 @@ ENDPOINTS = frozenset(
 )
 ERROR_KINDS = frozenset({"429", "500", "502", "503", "504"})
 # drop: closed before any answer (never processed); drop_after_accept: processed, then closed
-# without an answer; slow: answered after `delay`; truncate: answered with the full
-# Content-Length but half the body, then closed.
+# without an answer; slow: answered after `delay`; truncate: a successful answer sent with its
+# full Content-Length but half its body, then closed (an error answer is sent whole).
 KINDS = ERROR_KINDS | {"drop", "drop_after_accept", "slow", "truncate"}
 ALWAYS = -1
 RETENTION_SECONDS = 7 * 24 * 3600  # the provider keeps predictions and outputs 7 days

@@ -370,6 +370,17 @@ class _Emulator:
                 self._count_fault(f"{endpoint} {rule.kind}")
             return rule
 
+    def give_back(self, endpoint: str, rule: FaultRule) -> None:
+        """A rule taken for a request it turned out not to apply to: uncounted, its use back."""
+        with self._cond:
+            self._counters["faults_injected"] -= 1
+            faults, name = self._counters["faults"], f"{endpoint} {rule.kind}"
+            faults[name] -= 1
+            if not faults[name]:
+                del faults[name]
+            if rule.remaining >= 0:
+                rule.remaining += 1
+
     def _count_fault(self, name: str) -> None:
         """Under the lock: one more fault of this "<endpoint> <kind>" (rules), "task <fault>"
         (fail_tasks, corrupt_output) or "output expired" (output_ttl)."""
@@ -736,6 +747,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(_unauthorized())
             else:
                 response = handler(self, params, body)
+                if rule is not None and kind == "truncate" and not 200 <= response.status < 300:
+                    # Only an answer with content is cut: an error is sent whole, uninjected.
+                    self.emulator.give_back(endpoint, rule)
+                    kind = None
                 if kind == "drop_after_accept":
                     self._drop()
                     return
