@@ -84,7 +84,10 @@ class Hunyuan3DResource(dg.ConfigurableResource):
         "kept, so a retry resumes it instead of paying again.",
     )
     max_retries: int = Field(
-        default=6, description="Attempts for idempotent requests (GETs, uploads) on 429/5xx."
+        default=8,
+        description="Attempts for idempotent requests (GETs, uploads, downloads) on 429/5xx and "
+        "dropped connections. With the backoff they span about a minute, so a blip of the API "
+        "or a proxy is ridden out inside the request instead of failing the step.",
     )
     retry_base_delay: float = Field(
         default=0.5, description="First backoff delay in seconds; doubles each attempt, jittered."
