@@ -104,3 +104,29 @@ def tick_log(capfd) -> Callable[[], str]:
         return "".join(seen)
 
     return read
+
+
+DEFAULT_FAULT_IMAGES = 12
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fault-images",
+        type=int,
+        default=None,
+        help="images per case of test_faults.py (default $HUNYUAN_FAULT_IMAGES or "
+        f"{DEFAULT_FAULT_IMAGES}; the issue's full size is 100)",
+    )
+
+
+@pytest.fixture(scope="session")
+def fault_images(request: pytest.FixtureRequest) -> int:
+    """How many pictures each fault-injection case runs over."""
+    import os
+
+    chosen = request.config.getoption("--fault-images")
+    if chosen is None:
+        chosen = int(os.environ.get("HUNYUAN_FAULT_IMAGES", DEFAULT_FAULT_IMAGES))
+    if chosen < 10:  # every 6th picture from the 4th on is doomed in some cases: 2 at least
+        raise pytest.UsageError(f"--fault-images must be at least 10, got {chosen}")
+    return chosen
