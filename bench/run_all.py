@@ -21,7 +21,8 @@ from _common import machine
 HERE = Path(__file__).resolve().parent
 # The order of the README; any other bench_*.py (e.g. bench_sensor_tick.py) runs after these.
 PREFERRED = ["runs", "concurrency", "polling", "log"]
-TIMEOUT_S = 300
+# bench_faults.py (14 case runs over 100 images each) takes the longest, a few minutes.
+TIMEOUT_S = 900
 
 
 def discover() -> list[str]:

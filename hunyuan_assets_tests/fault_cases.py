@@ -224,12 +224,16 @@ class RetryLog(logging.Handler):
 
 @contextmanager
 def retry_log() -> Iterator[RetryLog]:
+    """The client's retry lines while inside, whatever level a quieter caller set."""
     handler, logger = RetryLog(), logging.getLogger(CLIENT_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     logger.addHandler(handler)
     try:
         yield handler
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @dataclass
