@@ -31,6 +31,7 @@ from hunyuan_assets.client import (
     ClientSettings,
     HttpRetryPolicy,
     PollPolicy,
+    WaveSpeedError,
 )
 from hunyuan_assets.core.glb import inspect_glb
 from hunyuan_assets.core.log import PredictionLog
@@ -39,6 +40,7 @@ from hunyuan_assets.core.reconciliation import ReconcilePolicy
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import LocalMeshStore
 from hunyuan_assets.emulator import EmulatorServer
+from hunyuan_assets.integration.resource import Hunyuan3DResource
 from hunyuan_assets_tests.fault_cases import (
     CASES,
     MODES,
@@ -193,3 +195,13 @@ def test_two_lost_submits_at_once_are_told_apart(emulator, tmp_path):
     assert first.details.get("adopted") and first.superseded == ()
     [never] = second.superseded
     assert "never arrived" in never.error and not second.details.get("adopted")
+
+
+def test_errors_from_the_keyless_loopback_emulator_read_as_sent(emulator):
+    """Without a key the client stands in a placeholder, which the client scrubs from every
+    API message like a key: it must be a word no message contains."""
+    emulator.configure(rules=[{"endpoint": "balance", "kind": "503", "count": -1}])
+    resource = Hunyuan3DResource(base_url=emulator.base_url, max_retries=1)
+    with resource.get_client() as client, pytest.raises(WaveSpeedError) as caught:
+        client.get_balance()
+    assert "(injected by the emulator)" in str(caught.value)

@@ -119,7 +119,9 @@ class Hunyuan3DResource(dg.ConfigurableResource):
         if self.max_concurrency < 1:
             raise dg.DagsterInvalidConfigError("max_concurrency must be at least 1", [], None)
         return ClientSettings(
-            api_key=self.api_key or "emulator",
+            # A placeholder no message contains: the client scrubs the key from API text, and
+            # "emulator" made "(injected by the emulator)" read "(injected by the [redacted])".
+            api_key=self.api_key or "no-key-for-loopback",
             base_url=self.base_url.rstrip("/"),
             model=self.model,
             timeouts=Timeouts(
