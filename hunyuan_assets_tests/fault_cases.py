@@ -56,7 +56,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 RETRY_AFTER = 0.1  # seconds, on every injected 429 and 503 (honoured by the client)
 SINGLE_RUN_CONCURRENCY = 4  # predictions in flight in a single-run backfill
 # The client of every case: fast polls, and enough attempts that no request runs out of them
-# at these fault rates (0.4**16 ~ 4e-7): the HTTP layer absorbs every fault, so each one shows
+# at these fault rates (0.3**16 ~ 4e-9): the HTTP layer absorbs every fault, so each one shows
 # up either as a logged retry or as a new attempt in the prediction log, never as a step retry.
 CLIENT = {**FAST_POLL, "max_retries": 16, "retry_base_delay": 0.01, "retry_max_delay": 1.0}
 
@@ -89,7 +89,7 @@ class Doomed:
 class FaultCase:
     name: str
     title: str  # for the reliability table
-    # EmulatorServer.configure body; `{n}` in a `count` is replaced by the number of doomed
+    # the EmulatorServer.configure body, given how many pictures are doomed
     faults: Callable[[int], dict]
     doomed: tuple[Doomed, ...] = ()
     client: dict = field(default_factory=dict)  # more Hunyuan3DResource fields
@@ -129,8 +129,9 @@ FAILED_ERROR = "model crashed on this input (injected)"
 OUTPUT_TTL = 1.0  # seconds an output URL lives in the outputs case
 
 
-def _outputs(doomed: int) -> dict:
-    # Half of the cut/expire pictures each; `doomed` counts both kinds.
+def _outputs(_: int) -> dict:
+    # Truncated in transit: retried. Truncated at source ("-cut") and expired ("-expire"): the
+    # partition fails, and the second pass (faults cleared) pays once more.
     return {
         "rules": [
             {"endpoint": "output", "kind": "truncate", "count": -1, "probability": 0.3},
