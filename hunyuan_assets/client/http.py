@@ -29,12 +29,12 @@ from typing import Any
 import httpx
 
 from hunyuan_assets.client.errors import WaveSpeedError
-from hunyuan_assets.client.polling import CompletionForecast
 from hunyuan_assets.client.protocol import (
     _CHUNK,
     MAX_PAGE_SIZE,
     Balance,
     ClientSettings,
+    Forecast,
     GenerationResult,
     Prediction,
     PredictionPage,
@@ -141,7 +141,7 @@ class Hunyuan3DClient:
         *,
         deadline: float | None = None,
         on_poll: Callable[[Prediction], None] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> Prediction:
         """Poll until terminal. An id is polled at once; a fresh Prediction on the schedule:
         adaptive, or learned from `forecast` (`polling.py`). The result's `.observation`
@@ -271,7 +271,7 @@ class Hunyuan3DClient:
         *,
         model: str | None = None,
         on_submitted: Callable[[Prediction], None] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> GenerationResult:
         """Upload (if local), submit, wait, and download the mesh at once (URLs expire).
 
@@ -358,7 +358,7 @@ class AsyncHunyuan3DClient:
         *,
         deadline: float | None = None,
         on_poll: Callable[[Prediction], Any] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> Prediction:
         """As `Hunyuan3DClient.wait`; `on_poll` may be a plain function or a coroutine."""
         plan = _WaitPlan(prediction, self.settings.poll, deadline, forecast=forecast)
@@ -487,7 +487,7 @@ class AsyncHunyuan3DClient:
         *,
         model: str | None = None,
         on_submitted: Callable[[Prediction], Any] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> GenerationResult:
         image_url = image if _is_remote(image) else await self.upload(Path(image))
         prediction = await self.submit(str(image_url), model=model)

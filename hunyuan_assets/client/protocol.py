@@ -796,6 +796,10 @@ class _BalancePlan:
         ) from error
 
 
+# A forecast, or something that gives one (None while nothing is known), or nothing.
+Forecast = CompletionForecast | Callable[[], CompletionForecast | None] | None
+
+
 class _WaitPlan:
     """One `wait()`: when to poll, what a seen status means, what was observed (no I/O).
 
@@ -811,14 +815,18 @@ class _WaitPlan:
         deadline: float | None,
         clock: Callable[[], float] = time.monotonic,
         *,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
         now: Callable[[], datetime] = _now,
     ) -> None:
         self.prior = target if isinstance(target, Prediction) else None
         self.prediction_id = target.id if isinstance(target, Prediction) else target
         if not self.prediction_id:
             raise ValueError("prediction id is empty")
-        self.policy, self.forecast = policy, forecast
+        # A callable forecast is asked again while none is known: a wait that began before the
+        # run's first observations switches to the learned schedule as soon as they exist.
+        self._forecast_source = forecast if callable(forecast) else None
+        self.forecast = forecast() if callable(forecast) else forecast
+        self.policy = policy
         self.limit = policy.deadline if deadline is None else deadline
         self._clock, self._now = clock, now
         self._started = clock()
@@ -827,7 +835,7 @@ class _WaitPlan:
         self._own_origin = submitted is not None
         # Seconds between the origin (the submit) and the start of this wait, once known.
         self._origin_age = None if submitted is None else (now() - submitted).total_seconds()
-        self._schedule = PollSchedule(policy, forecast if self._own_origin else None)
+        self._schedule = PollSchedule(policy, self.forecast if self._own_origin else None)
         self._not_done_at = 0.0  # the submit's own answer said "not done" at ~0
         self._poll_at = 0.0
         # Resuming by id: the task may have finished long ago, so look at once.
@@ -866,6 +874,10 @@ class _WaitPlan:
                 status=status,
                 prediction=self.last,
             )
+        if self.forecast is None and self._forecast_source is not None and self._own_origin:
+            self.forecast = self._forecast_source()
+            if self.forecast is not None:
+                self._schedule = PollSchedule(self.policy, self.forecast)
         delay = max(0.0, min(self._schedule.next_poll(position) - position, remaining))
         self._poll_at = position + delay
         return delay

@@ -386,7 +386,7 @@ class MeshGenerator:
                 self.policy.run_id,
             )
             try:
-                prediction = await self.client.wait(target, forecast=self._forecast())
+                prediction = await self.client.wait(target, forecast=self._forecast)
                 await self._learn(prediction)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
                 forgotten = isinstance(exc, PredictionNotFoundError)
