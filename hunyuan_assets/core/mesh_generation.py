@@ -43,6 +43,7 @@ from hunyuan_assets.core import mesh_work
 from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
 from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
 from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.loop_lag import LoopLag
 from hunyuan_assets.core.poll_history import PollHistory
 from hunyuan_assets.core.prediction_rows import (
     RowContext,
@@ -219,6 +220,7 @@ class MeshGenerator:
         # run sees, forecast when a prediction will complete (client/polling.py).
         self.poll_history = PollHistory(store)
         self._observations: list[PollObservation] = []
+        self.loop_lag = LoopLag()  # read it after `run` to see whether anything held the loop
         self._new_observations: list[PollObservation] = []
         self.source = source
         self.log = log
@@ -261,6 +263,7 @@ class MeshGenerator:
             self.poll_history.observations, self.policy.model
         )
         worker = asyncio.create_task(work())
+        lag = asyncio.create_task(self.loop_lag.watch())
         try:
             while (outcome := await results.get()) is not _DONE:
                 if isinstance(outcome, BaseException):
@@ -268,6 +271,7 @@ class MeshGenerator:
                 yield outcome
         finally:
             worker.cancel()
+            lag.cancel()
             await self._save_observations()
 
     def _keep(self, outcome: Outcome) -> None:

@@ -231,6 +231,8 @@ class _Emulator:
             "faults_injected": 0,
             "spent": 0.0,
             "restarts": 0,
+            "in_flight": 0,  # predictions created and not yet terminal
+            "max_in_flight": 0,  # the most at once: what the clients' concurrency achieved
             "requests": {},
         }
 
@@ -257,6 +259,7 @@ class _Emulator:
             self._spool = None
             after._counters, after._late_ms = self._counters, self._late_ms
             after._counters["restarts"] += 1
+            after._counters["in_flight"] = 0  # the forgotten ones will never finish
             return after
 
     # -- control ---------------------------------------------------------------------------
@@ -387,6 +390,10 @@ class _Emulator:
             self._sequence += 1
             self._predictions[prediction.id] = prediction
             self._counters["submissions"] += 1
+            self._counters["in_flight"] += 1
+            self._counters["max_in_flight"] = max(
+                self._counters["max_in_flight"], self._counters["in_flight"]
+            )
             data = self._render(prediction, base)
         threading.Thread(
             target=self._run, args=(prediction,), name=f"task-{prediction.id[:8]}", daemon=True
@@ -505,6 +512,7 @@ class _Emulator:
             )
             p.inference_ms = round((now - started) * 1000)
             p.completed = now
+            self._counters["in_flight"] = max(0, self._counters["in_flight"] - 1)
             if p.status == "completed":
                 self._counters["spent"] += self.config.price
             self._late_ms.append((now - deadline) * 1000)

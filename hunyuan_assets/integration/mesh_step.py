@@ -106,6 +106,7 @@ class MeshStep:
     failures: dict[str, str] = field(default_factory=dict)
     transient: set[str] = field(default_factory=set)
     usage: Usage = field(default_factory=Usage)
+    generator: MeshGenerator | None = None
 
     def _option(self, name: str):
         value = getattr(self.config, name, None)
@@ -163,7 +164,7 @@ class MeshStep:
 
         async def outcomes() -> AsyncIterator[Outcome]:
             async with hunyuan3d.get_async_client() as client:
-                generator = MeshGenerator(
+                generator = self.generator = MeshGenerator(
                     client,
                     store,
                     policy,
@@ -278,6 +279,10 @@ class MeshStep:
 
     def _report_usage(self) -> Iterator:
         metadata = self.usage.metadata()
+        lag = self.generator.loop_lag.summary() if self.generator else {}
+        if lag:  # how late the event loop ran: a held loop would show here
+            metadata["event_loop_lag_p99_ms"] = lag["p99_ms"]
+            metadata["event_loop_lag_max_ms"] = lag["max_ms"]
         balance = self._balance()
         if balance is not None:
             metadata["wavespeed.balance_usd"] = balance
