@@ -114,8 +114,15 @@ class ClientSettings:
     poll: PollPolicy = field(default_factory=PollPolicy)
     retry: HttpRetryPolicy = field(default_factory=HttpRetryPolicy)
     max_download_bytes: int = 512 * 2**20
+    # Connections kept open to the API (and upload/output hosts). Requests beyond it queue in
+    # httpcore's pool, whose bookkeeping grows with the queue (encode/httpcore#1035): with
+    # hundreds of predictions in flight that held the event loop for seconds. Size it to the
+    # requests that can be in flight at once, e.g. `connections_for(max_concurrency)`.
+    max_connections: int = 100
 
     def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError("ClientSettings.max_connections must be at least 1")
         key = (self.api_key or "").strip()  # a key pasted with a newline breaks the header
         if not key:
             raise ValueError("The WaveSpeed API key is empty: set WAVESPEED_API_KEY.")
@@ -128,6 +135,15 @@ class ClientSettings:
         object.__setattr__(self, "api_key", key)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "model", _model_path(self.model))
+
+
+POOL_SIZE = 32  # connections per httpx pool (see `_Protocol.pools`)
+
+
+def connections_for(max_concurrency: int) -> int:
+    """Connections for `max_concurrency` predictions in flight: one poll each, plus the
+    uploads and downloads running beside them (at most as many again), at least httpx's 100."""
+    return max(100, 2 * max_concurrency + 8)
 
 
 @dataclass(frozen=True)
@@ -521,6 +537,18 @@ class _Protocol:
         self._origin = _origin(settings.base_url)
         self.balance_path = BALANCE_PATHS[0]  # moves to the route that answered
 
+    def pools(self) -> list[httpx.Limits]:
+        """The connection pools to spread requests over, `POOL_SIZE` connections each.
+
+        httpcore walks every connection of a pool (a poll(2) and a getpeername(2) each) on
+        every request and every response: with 600 connections in one pool that held the
+        event loop for seconds at 300 predictions in flight. Pools of a few dozen keep each
+        walk short. Every connection may stay open between polls: reopening one per poll
+        costs a handshake (httpx keeps only 20 by default)."""
+        count = max(1, math.ceil(self.settings.max_connections / POOL_SIZE))
+        size = math.ceil(self.settings.max_connections / count)
+        return [httpx.Limits(max_connections=size, max_keepalive_connections=size)] * count
+
     def timeout(self, kind: CallKind) -> httpx.Timeout:
         t = self.settings.timeouts
         seconds = {"submit": t.submit, "read": t.read, "upload": t.upload, "download": t.download}
@@ -549,14 +577,18 @@ class _Protocol:
         return self.api("read", "GET", f"predictions/{quote(prediction_id, safe='')}/result")
 
     def upload_ticket(self, path: Path, content_type: str | None) -> tuple[_Request, int]:
-        size = path.stat().st_size
+        return self.upload_ticket_for(path.name, path.stat().st_size, content_type)
+
+    def upload_ticket_for(
+        self, filename: str, size: int, content_type: str | None
+    ) -> tuple[_Request, int]:
         if size > MAX_UPLOAD_BYTES:
             raise UploadTooLargeError(
-                f"{path.name} is {size / 2**20:.1f} MiB; WaveSpeed accepts uploads up to "
+                f"{filename} is {size / 2**20:.1f} MiB; WaveSpeed accepts uploads up to "
                 f"{MAX_UPLOAD_BYTES // 2**20} MiB. Downscale or recompress the image."
             )
-        ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        body = {"filename": path.name, "size": size, "content_type": ctype}
+        ctype = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        body = {"filename": filename, "size": size, "content_type": ctype}
         return self.api("upload", "POST", "media/uploads", body), size
 
     def upload_put(self, ticket: Mapping[str, Any], size: int) -> tuple[_Request, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -188,6 +189,7 @@ class RegistrationOutcome:
 WorkItem = ImageToRegister | MeshRequest
 Outcome = RegistrationOutcome | MeshOutcome
 _DONE = object()
+MAX_UPLOADS_AT_ONCE = 32
 
 
 class MeshGenerator:
@@ -228,6 +230,9 @@ class MeshGenerator:
         self._rows = RowContext(policy.pipeline, policy.model, policy.run_id, policy.code_version)
         self._slots = asyncio.Semaphore(max_concurrency)
         self._lookahead = asyncio.Semaphore(2 * max_concurrency)
+        # Uploads are short: a few dozen at once keep ahead of any number of predictions,
+        # without opening hundreds of connections in the same instant.
+        self._uploads = asyncio.Semaphore(min(2 * max_concurrency, MAX_UPLOADS_AT_ONCE))
         self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
         self._primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
@@ -301,7 +306,8 @@ class MeshGenerator:
         try:
             if self.source is None:
                 raise ValueError("MeshGenerator needs an ImageSource to register images")
-            registration = await register_image(self.source, item.ref, self.client)
+            async with self._uploads:
+                registration = await register_image(self.source, item.ref, self.client)
             await emit(RegistrationOutcome(registration))
             if not item.generate or not registration.ok or registration.info is None:
                 return
@@ -638,7 +644,9 @@ class MeshGenerator:
         nsfw = prediction.nsfw
         quarantined = nsfw and self.policy.nsfw_policy != "keep"
         glb_key, png_key = self._mesh_keys(request, quarantined)
-        with tempfile.TemporaryDirectory(prefix="hunyuan-mesh-") as tmp:
+        # Made and removed off the event loop (removing a folder is a few syscalls each).
+        tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="hunyuan-mesh-")
+        try:
             local = Path(tmp) / "mesh.glb"
             await self._download(prediction, local, prefix, record)
             try:
@@ -649,6 +657,8 @@ class MeshGenerator:
                 # Paid for, so kept: the glb_valid check fails and the next attempt resubmits.
                 info, png, thumb, mesh_error = None, None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
         preview_uri = None
         if png and thumb:
             preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)

@@ -159,6 +159,7 @@ class MeshStep:
             daily_budget_usd=s.daily_budget_usd,
             pipeline=s.name,
             code_version=self.code_version,
+            analysis_in_processes=s.analyse_in_processes,
         )
         hunyuan3d = self.hunyuan3d
 
