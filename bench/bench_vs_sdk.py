@@ -76,14 +76,13 @@ def emulator_process(latency: float, profile: str):
 
 
 def demo_run_seconds(home: Path) -> float | None:
-    """Start -> end of the demo's meshes run, from its run record."""
+    """Start -> end of the demo's meshes run (the single-run backfill), from its run record."""
     import dagster as dg
 
+    meshes = dg.AssetKey(["demo", "meshes"])
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for record in instance.get_run_records():
-            if record.dagster_run.job_name == "__ASSET_JOB" or "meshes" in str(
-                record.dagster_run.asset_selection
-            ):
+            if meshes in (record.dagster_run.asset_selection or ()):
                 if record.start_time and record.end_time:
                     return record.end_time - record.start_time
     return None
