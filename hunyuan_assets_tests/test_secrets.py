@@ -29,16 +29,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import httpx
 import pytest
 
 from hunyuan_assets.client import (
@@ -57,6 +54,7 @@ from hunyuan_assets.core.store import LocalMeshStore, MeshStore, S3MeshStore
 from hunyuan_assets.integration.backfill import materialize_images
 from hunyuan_assets.integration.compat import single_process_instance_yaml
 from hunyuan_assets.integration.factory import build_mesh_pipeline
+from hunyuan_assets_tests.api_proxy import ApiProxy
 from hunyuan_assets_tests.helpers import FAST_POLL, MESHES, NAME, partition_keys, with_hunyuan3d
 
 BIN = Path(sys.executable).parent
@@ -97,71 +95,10 @@ def leaks(blob: bytes | str, forms: dict[str, bytes]) -> list[str]:
     return [name for name, needle in forms.items() if needle in data]
 
 
-class RecordingProxy:
-    """A loopback reverse proxy in front of the emulator: what the pipeline really sends (the
-    Authorization headers, the submit bodies) is kept; everything is forwarded unchanged."""
-
-    def __init__(self, target: str) -> None:
-        self.authorizations: set[str] = set()
-        self.submitted_images: list[str] = []
-        owner, upstream = self, httpx.Client(base_url=target, timeout=30)
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                self._forward()
-
-            do_POST = do_PUT = do_DELETE = do_GET
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                with lock:
-                    if auth := self.headers.get("Authorization"):
-                        owner.authorizations.add(auth)
-                    if self.command == "POST" and self.path.endswith("/hunyuan3d/v2.1"):
-                        owner.submitted_images.append(json.loads(body)["image"])
-                skip = {"host", "content-length", "connection", "accept-encoding"}
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                try:
-                    answer = upstream.request(
-                        self.command, self.path, content=body, headers=headers
-                    )
-                except httpx.HTTPError:  # a fault the emulator injected (a dropped connection)
-                    self.close_connection = True
-                    return
-                self.send_response(answer.status_code)
-                for name, value in answer.headers.items():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._upstream = upstream
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._upstream.close()
-
-
 @pytest.fixture
-def proxy(emulator) -> Iterator[RecordingProxy]:
-    server = RecordingProxy(emulator.base_url)
+def proxy(emulator) -> Iterator[ApiProxy]:
+    """Sees the Authorization headers and submitted image URLs on the wire."""
+    server = ApiProxy(emulator.base_url)
     yield server
     server.close()
 
@@ -210,7 +147,7 @@ def instance_texts(home: Path) -> Iterator[tuple[str, str]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_the_demo_never_shows_the_key_anywhere(
-    emulator, proxy: RecordingProxy, tmp_path: Path, where: str, request: pytest.FixtureRequest
+    emulator, proxy: ApiProxy, tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
     images, home = failing_images(tmp_path), demo_home(tmp_path)
     emulator.configure(
@@ -339,7 +276,7 @@ def expires_in_seconds(url: str) -> int:
 
 
 def test_the_presigned_urls_the_pipeline_submits_expire_within_an_hour(
-    emulator, proxy: RecordingProxy, instance, s3_client, s3_bucket: str, tmp_path: Path
+    emulator, proxy: ApiProxy, instance, s3_client, s3_bucket: str, tmp_path: Path
 ) -> None:
     """What goes over the wire to the API, seen by a proxy: presigned GETs of the images in S3,
     valid an hour at most (not the source's own six days), and fetchable (the meshes exist)."""
