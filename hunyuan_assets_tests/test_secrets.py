@@ -4,7 +4,10 @@ The whole demo runs in a subprocess with a recognisable key, some images failing
 a lost submit answer, every Python log line of the client and HTTP stack routed into Dagster's
 event log; then stdout, stderr, every file of the demo's Dagster home, every event record, run
 tags and metadata, every parquet row and every object in the store are searched for the key,
-raw, URL-encoded and base64-encoded (at each of the three byte alignments).
+raw, URL-encoded and base64-encoded (at each of the three byte alignments). Beside it: image
+URLs other than http(s) are refused before any request, a stalled download times out, the
+presigned URLs the pipeline submits last an hour at most, and an expired registered URL is
+renewed only for the bytes that were validated.
 
 Proven elsewhere, not repeated here:
 - the key in client errors, reprs, tracebacks' locals and logs, and only sent to the API's own
@@ -31,11 +34,12 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from hunyuan_assets.client import (
@@ -55,7 +59,16 @@ from hunyuan_assets.integration.backfill import materialize_images
 from hunyuan_assets.integration.compat import single_process_instance_yaml
 from hunyuan_assets.integration.factory import build_mesh_pipeline
 from hunyuan_assets_tests.api_proxy import ApiProxy
-from hunyuan_assets_tests.helpers import FAST_POLL, MESHES, NAME, partition_keys, with_hunyuan3d
+from hunyuan_assets_tests.helpers import (
+    FAST_POLL,
+    MESHES,
+    NAME,
+    SOURCE_IMAGES,
+    mesh_store_of,
+    partition_keys,
+    pipeline_for,
+    with_hunyuan3d,
+)
 
 BIN = Path(sys.executable).parent
 # Recognisable, and with characters that URL-encoding changes ('+', '=', ':').
@@ -303,3 +316,39 @@ def test_the_presigned_urls_the_pipeline_submits_expire_within_an_hour(
             f"/{s3_bucket}/in/"
         )
         assert 0 < expires_in_seconds(url) <= DEFAULT_PRESIGN_EXPIRY.total_seconds()
+
+
+def test_an_expired_registered_url_is_renewed_and_only_for_the_same_bytes(
+    emulator, instance, tmp_path: Path
+) -> None:
+    """`meshes` alone, after source_images registered the images and their URLs expired: each
+    image is registered again before it is submitted, and one whose bytes changed since is
+    refused (never sent for a mesh: source_images must be materialized again first)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("mug.png", "duck.png"):
+        shutil.copy(SAMPLES_DIR / name, images / name)
+    pipeline = with_hunyuan3d(pipeline_for(emulator, images, tmp_path / "store"), **FAST_POLL)
+    keys = ["mug.png", "duck.png"]
+    registered = materialize_images(instance, pipeline, keys, selection=[SOURCE_IMAGES])
+    assert all(r.success for r in registered)
+    store = mesh_store_of(pipeline)
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    for key in store.list_keys("registrations/"):
+        record = json.loads(store.get_bytes(key) or b"")
+        store.put_bytes(key, json.dumps({**record, "url_expires_at": an_hour_ago}).encode())
+    shutil.copy(SAMPLES_DIR / "vase.jpg", images / "duck.png")  # another picture, same name
+    uploads = emulator.stats()["uploads"]
+
+    [result] = materialize_images(instance, pipeline, keys, selection=[MESHES])
+    assert not result.success
+    assert set(instance.get_materialized_partitions(MESHES)) == {"mug.png"}
+    assert emulator.stats()["submissions"] == 1  # the mug; the changed duck was never submitted
+    assert emulator.stats()["uploads"] == uploads + 2  # both registered again
+    [refused] = [r for r in log_rows_of(store) if r["partition_key"] == "duck.png"]
+    assert refused["status"] == "failed" and "image changed" in refused["error"]
+    assert pd.isna(refused["prediction_id"])
+
+
+def log_rows_of(store: MeshStore) -> list[dict]:
+    return PredictionLog(store).read().to_dict("records")
