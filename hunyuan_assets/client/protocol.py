@@ -62,7 +62,7 @@ SUBMIT_RETRYABLE_STATUSES = frozenset({429, 503})
 _TRANSIENT_API_CODES = frozenset({429, 500, 502, 503, 504, 5000, 5003, 5004})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _BROKEN = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
-_DOWNLOAD_SCHEMES = ("http", "https")  # never file:, ftp:, data: ... (an output is a web URL)
+_WEB_SCHEMES = ("http", "https")  # never file:, ftp:, data: ... (images and outputs)
 #: Statuses the predictions list documents as filters.
 LIST_STATUSES = frozenset({"completed", "failed", "processing"})
 MAX_PAGE_SIZE = 100
@@ -568,6 +568,13 @@ class _Protocol:
     def submit(self, image_url: str, model: str | None) -> _Request:
         if not image_url:
             raise ValueError("image_url is empty")
+        scheme = urlsplit(image_url).scheme.lower()
+        if scheme not in _WEB_SCHEMES:
+            # Never quoted: a local path or a data: URL is nobody else's business.
+            raise InvalidInputError(
+                f"Refusing to submit an image URL with scheme {scheme or 'none'!r}: only "
+                "http(s) URLs are sent to the API (it fetches the image itself)."
+            )
         path = _model_path(model) if model else self.settings.model
         return self.api("submit", "POST", path, {"image": image_url})
 
@@ -662,7 +669,7 @@ class _Protocol:
 
     def download(self, url: str, prediction_id: str | None = None) -> _Request:
         scheme = urlsplit(url).scheme.lower()
-        if scheme not in _DOWNLOAD_SCHEMES:
+        if scheme not in _WEB_SCHEMES:
             raise OutputDownloadError(
                 f"Refusing to download the output {scheme or 'relative'}:{_path_of(url)}: only "
                 "http(s) URLs are fetched.",
