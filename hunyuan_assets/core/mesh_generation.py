@@ -345,11 +345,12 @@ class MeshGenerator:
 
     async def _generate(self, request: MeshRequest, slot_taken=None) -> MeshOutcome:
         prefix = self._record_prefix(request)
+        slot = _Slot(self._slots)
         try:
-            async with self._slots:
-                if slot_taken:
-                    slot_taken()
-                return await self._generate_once(request, prefix)
+            await slot.take()
+            if slot_taken:
+                slot_taken()
+            return await self._generate_once(request, prefix, slot)
         except (WaveSpeedError, ResubmissionRefusedError, MeshError, BudgetExceededError) as exc:
             # The log row names the generation (attempt) that failed, as the record says.
             record = await self._latest(prefix)
@@ -360,8 +361,12 @@ class MeshGenerator:
             # is not documented); waits and downloads that broke off are not its terminal row.
             paid = isinstance(exc, PredictionFailedError)
             return replace(outcome, cost_usd=self._price) if paid else outcome
+        finally:
+            slot.give_back()
 
-    async def _generate_once(self, request: MeshRequest, prefix: str) -> MeshOutcome:
+    async def _generate_once(
+        self, request: MeshRequest, prefix: str, slot: _Slot | None = None
+    ) -> MeshOutcome:
         """Reuse, resume or submit; wait; store. Pays for at most one new prediction."""
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
@@ -425,6 +430,10 @@ class MeshGenerator:
                     )
                 )
                 continue
+            # The provider's task is over: its concurrency slot is free while we download,
+            # analyse and store, so the next picture's prediction starts now.
+            if slot is not None:
+                slot.give_back()
             return await self._store_output(request, prefix, record, prediction, resumed)
 
     async def _settle(
@@ -865,6 +874,22 @@ def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
 
 # Observations are written to the store in batches: one small write per this many.
 _OBSERVATIONS_PER_WRITE = 25
+
+
+class _Slot:
+    """One hold on the prediction slots, given back once (at completion, or at the end)."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots, self._held = slots, False
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
 
 
 class _NeverArrived(Exception):
