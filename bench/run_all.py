@@ -20,8 +20,9 @@ from _common import machine
 
 HERE = Path(__file__).resolve().parent
 # The order of the README; any other bench_*.py (e.g. bench_sensor_tick.py) runs after these.
-PREFERRED = ["runs", "concurrency", "polling", "log"]
-# bench_faults.py (14 case runs over 100 images each) takes the longest, a few minutes.
+PREFERRED = [
+    "vs_sdk", "scale", "polling", "mesh", "emulator", "faults", "runs", "concurrency", "log",
+]  # fmt: skip
 TIMEOUT_S = 900
 
 

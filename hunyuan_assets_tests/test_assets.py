@@ -13,7 +13,7 @@ from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
-from hunyuan_assets.integration.compat import stale_statuses
+from hunyuan_assets.integration.compat import check_results_shown, stale_statuses
 from hunyuan_assets.integration.lineage import latest_materializations
 from hunyuan_assets_tests.helpers import (
     MESHES,
@@ -61,6 +61,11 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
     assert not list(store_dir.rglob(".*.tmp*")), "no temporary files left in the store"
     for name in ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_surface"):
         assert check_results(instance, name) == {k: True for k in keys}, name
+        # ...and the UI counts them: each targets the partition's latest materialization
+        shown = check_results_shown(instance, dg.AssetCheckKey(MESHES, name), keys)
+        assert shown == dict.fromkeys(keys, True), name
+    source_check = dg.AssetCheckKey(SOURCE_IMAGES, "image_decodes")
+    assert check_results_shown(instance, source_check, keys) == dict.fromkeys(keys, True)
 
     log = PredictionLog(store).read()
     assert sorted(log["partition_key"]) == sorted(keys)

@@ -2,8 +2,6 @@
 non-public API relies on, checked against a real instance (and, for the daemon, Dagster's own
 sensor daemon iteration). A Dagster upgrade that breaks one of them fails here first."""
 
-from __future__ import annotations
-
 import shutil
 from collections.abc import Iterator
 from pathlib import Path

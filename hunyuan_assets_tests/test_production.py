@@ -542,7 +542,7 @@ def test_dagster_dev_lists_sensor_and_schedules(cli_env, tmp_path):
     [repo] = data["repositoriesOrError"]["nodes"]
     sensors = {s["name"]: s for s in repo["sensors"]}
     schedules = {s["name"]: s for s in repo["schedules"]}
-    assert set(sensors) == {"hunyuan3d_image_sensor"}
+    assert set(sensors) == {"hunyuan3d_image_sensor", "hunyuan3d_dead_run_sensor"}
     assert sensors[SENSOR]["sensorState"]["status"] == "RUNNING"
     assert sensors[SENSOR]["minIntervalSeconds"] == 30  # the default, env var unset
     refresh, compaction = "hunyuan3d_refresh_schedule", "hunyuan3d_compaction_schedule"

@@ -48,6 +48,7 @@ from hunyuan_assets.client.protocol import (
     PredictionPage,
     Timeouts,
     backoff_delay,
+    connections_for,
     is_retryable,
     parse_envelope,
     parse_prediction,
@@ -63,7 +64,8 @@ __all__ = [
     "OutputTooLargeError", "PollObservation", "PollPolicy", "PollSchedule", "Prediction",
     "PredictionFailedError", "PredictionNotFoundError", "PredictionPage",
     "PredictionTimeoutError", "RateLimitedError", "ServerError", "SubmissionUncertainError",
-    "Timeouts", "UploadTooLargeError", "WaveSpeedError", "backoff_delay", "forecast_completion",
+    "Timeouts", "UploadTooLargeError", "WaveSpeedError", "backoff_delay", "connections_for",
+    "forecast_completion",
     "is_retryable", "parse_envelope", "parse_prediction", "parse_retry_after", "poll_intervals",
     "retry_delay",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -29,12 +30,12 @@ from typing import Any
 import httpx
 
 from hunyuan_assets.client.errors import WaveSpeedError
-from hunyuan_assets.client.polling import CompletionForecast
 from hunyuan_assets.client.protocol import (
     _CHUNK,
     MAX_PAGE_SIZE,
     Balance,
     ClientSettings,
+    Forecast,
     GenerationResult,
     Prediction,
     PredictionPage,
@@ -86,7 +87,14 @@ class Hunyuan3DClient:
     ) -> None:
         self.settings = settings
         self._p = _Protocol(settings)
-        self._http = httpx.Client(transport=transport, headers={"User-Agent": _USER_AGENT})
+        # Blocking calls are few at a time: one pool of all the connections is enough.
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+        )
+        self._http = httpx.Client(
+            transport=transport, headers={"User-Agent": _USER_AGENT}, limits=limits
+        )
 
     def __enter__(self) -> Hunyuan3DClient:
         return self
@@ -141,7 +149,7 @@ class Hunyuan3DClient:
         *,
         deadline: float | None = None,
         on_poll: Callable[[Prediction], None] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> Prediction:
         """Poll until terminal. An id is polled at once; a fresh Prediction on the schedule:
         adaptive, or learned from `forecast` (`polling.py`). The result's `.observation`
@@ -231,6 +239,20 @@ class Hunyuan3DClient:
         self._retrying(put_req, once)
         return download_url
 
+    def upload_bytes(self, data: bytes, filename: str, content_type: str | None = None) -> str:
+        """Upload bytes held in memory under `filename`; returns the URL to pass as `image`."""
+        ticket_req, size = self._p.upload_ticket_for(filename, len(data), content_type)
+        put_req, download_url = self._p.upload_put(self._call(ticket_req), size)
+
+        def once() -> None:
+            r = self._http.request(
+                "PUT", put_req.url, headers=put_req.headers, content=data, timeout=put_req.timeout
+            )
+            self._p.read(put_req, r.status_code, r.headers, r.content)
+
+        self._retrying(put_req, once)
+        return download_url
+
     def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> int:
         """Stream `url` to `dest` (via dest.part, atomically); returns the byte count."""
         return self._download(url, Path(dest), max_bytes)
@@ -271,7 +293,7 @@ class Hunyuan3DClient:
         *,
         model: str | None = None,
         on_submitted: Callable[[Prediction], None] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> GenerationResult:
         """Upload (if local), submit, wait, and download the mesh at once (URLs expire).
 
@@ -300,7 +322,20 @@ class AsyncHunyuan3DClient:
     ) -> None:
         self.settings = settings
         self._p = _Protocol(settings)
-        self._http = httpx.AsyncClient(transport=transport, headers={"User-Agent": _USER_AGENT})
+        # Several small pools, used in turn (see `_Protocol.pools`); a given transport is one.
+        limits = self._p.pools() if transport is None else [httpx.Limits()]
+        tls = httpx.create_ssl_context()  # one for all pools: making one costs ~20 ms
+        self._pools = [
+            httpx.AsyncClient(
+                transport=transport, headers={"User-Agent": _USER_AGENT}, limits=each, verify=tls
+            )
+            for each in limits
+        ]
+        self._turn = itertools.cycle(self._pools)
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        return next(self._turn)
 
     async def __aenter__(self) -> AsyncHunyuan3DClient:
         return self
@@ -309,7 +344,8 @@ class AsyncHunyuan3DClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
 
     aclose = close
 
@@ -358,7 +394,7 @@ class AsyncHunyuan3DClient:
         *,
         deadline: float | None = None,
         on_poll: Callable[[Prediction], Any] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> Prediction:
         """As `Hunyuan3DClient.wait`; `on_poll` may be a plain function or a coroutine."""
         plan = _WaitPlan(prediction, self.settings.poll, deadline, forecast=forecast)
@@ -446,6 +482,21 @@ class AsyncHunyuan3DClient:
         await self._retrying(put_req, once)
         return download_url
 
+    async def upload_bytes(
+        self, data: bytes, filename: str, content_type: str | None = None
+    ) -> str:
+        ticket_req, size = self._p.upload_ticket_for(filename, len(data), content_type)
+        put_req, download_url = self._p.upload_put(await self._call(ticket_req), size)
+
+        async def once() -> None:
+            r = await self._http.request(
+                "PUT", put_req.url, headers=put_req.headers, content=data, timeout=put_req.timeout
+            )
+            self._p.read(put_req, r.status_code, r.headers, r.content)
+
+        await self._retrying(put_req, once)
+        return download_url
+
     async def download(self, url: str, dest: Path, *, max_bytes: int | None = None) -> int:
         return await self._download(url, Path(dest), max_bytes)
 
@@ -487,7 +538,7 @@ class AsyncHunyuan3DClient:
         *,
         model: str | None = None,
         on_submitted: Callable[[Prediction], Any] | None = None,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
     ) -> GenerationResult:
         image_url = image if _is_remote(image) else await self.upload(Path(image))
         prediction = await self.submit(str(image_url), model=model)

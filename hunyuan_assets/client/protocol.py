@@ -62,7 +62,7 @@ SUBMIT_RETRYABLE_STATUSES = frozenset({429, 503})
 _TRANSIENT_API_CODES = frozenset({429, 500, 502, 503, 504, 5000, 5003, 5004})
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _BROKEN = (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)
-_DOWNLOAD_SCHEMES = ("http", "https")  # never file:, ftp:, data: ... (an output is a web URL)
+_WEB_SCHEMES = ("http", "https")  # never file:, ftp:, data: ... (images and outputs)
 #: Statuses the predictions list documents as filters.
 LIST_STATUSES = frozenset({"completed", "failed", "processing"})
 MAX_PAGE_SIZE = 100
@@ -121,8 +121,15 @@ class ClientSettings:
     poll: PollPolicy = field(default_factory=PollPolicy)
     retry: HttpRetryPolicy = field(default_factory=HttpRetryPolicy)
     max_download_bytes: int = 512 * 2**20
+    # Connections kept open to the API (and upload/output hosts). Requests beyond it queue in
+    # httpcore's pool, whose bookkeeping grows with the queue (encode/httpcore#1035): with
+    # hundreds of predictions in flight that held the event loop for seconds. Size it to the
+    # requests that can be in flight at once, e.g. `connections_for(max_concurrency)`.
+    max_connections: int = 100
 
     def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError("ClientSettings.max_connections must be at least 1")
         key = (self.api_key or "").strip()  # a key pasted with a newline breaks the header
         if not key:
             raise ValueError("The WaveSpeed API key is empty: set WAVESPEED_API_KEY.")
@@ -135,6 +142,15 @@ class ClientSettings:
         object.__setattr__(self, "api_key", key)
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         object.__setattr__(self, "model", _model_path(self.model))
+
+
+POOL_SIZE = 32  # connections per httpx pool (see `_Protocol.pools`)
+
+
+def connections_for(max_concurrency: int) -> int:
+    """Connections for `max_concurrency` predictions in flight: one poll each, plus the
+    uploads and downloads running beside them (at most as many again), at least httpx's 100."""
+    return max(100, 2 * max_concurrency + 8)
 
 
 @dataclass(frozen=True)
@@ -530,6 +546,18 @@ class _Protocol:
         self._origin = _origin(settings.base_url)
         self.balance_path = BALANCE_PATHS[0]  # moves to the route that answered
 
+    def pools(self) -> list[httpx.Limits]:
+        """The connection pools to spread requests over, `POOL_SIZE` connections each.
+
+        httpcore walks every connection of a pool (a poll(2) and a getpeername(2) each) on
+        every request and every response: with 600 connections in one pool that held the
+        event loop for seconds at 300 predictions in flight. Pools of a few dozen keep each
+        walk short. Every connection may stay open between polls: reopening one per poll
+        costs a handshake (httpx keeps only 20 by default)."""
+        count = max(1, math.ceil(self.settings.max_connections / POOL_SIZE))
+        size = math.ceil(self.settings.max_connections / count)
+        return [httpx.Limits(max_connections=size, max_keepalive_connections=size)] * count
+
     def timeout(self, kind: CallKind) -> httpx.Timeout:
         t = self.settings.timeouts
         seconds = {"submit": t.submit, "read": t.read, "upload": t.upload, "download": t.download}
@@ -549,6 +577,13 @@ class _Protocol:
     def submit(self, image_url: str, model: str | None) -> _Request:
         if not image_url:
             raise ValueError("image_url is empty")
+        scheme = urlsplit(image_url).scheme.lower()
+        if scheme not in _WEB_SCHEMES:
+            # Never quoted: a local path or a data: URL is nobody else's business.
+            raise InvalidInputError(
+                f"Refusing to submit an image URL with scheme {scheme or 'none'!r}: only "
+                "http(s) URLs are sent to the API (it fetches the image itself)."
+            )
         path = _model_path(model) if model else self.settings.model
         return self.api("submit", "POST", path, {"image": image_url})
 
@@ -558,14 +593,18 @@ class _Protocol:
         return self.api("read", "GET", f"predictions/{quote(prediction_id, safe='')}/result")
 
     def upload_ticket(self, path: Path, content_type: str | None) -> tuple[_Request, int]:
-        size = path.stat().st_size
+        return self.upload_ticket_for(path.name, path.stat().st_size, content_type)
+
+    def upload_ticket_for(
+        self, filename: str, size: int, content_type: str | None
+    ) -> tuple[_Request, int]:
         if size > MAX_UPLOAD_BYTES:
             raise UploadTooLargeError(
-                f"{path.name} is {size / 2**20:.1f} MiB; WaveSpeed accepts uploads up to "
+                f"{filename} is {size / 2**20:.1f} MiB; WaveSpeed accepts uploads up to "
                 f"{MAX_UPLOAD_BYTES // 2**20} MiB. Downscale or recompress the image."
             )
-        ctype = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        body = {"filename": path.name, "size": size, "content_type": ctype}
+        ctype = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        body = {"filename": filename, "size": size, "content_type": ctype}
         return self.api("upload", "POST", "media/uploads", body), size
 
     def upload_put(self, ticket: Mapping[str, Any], size: int) -> tuple[_Request, str]:
@@ -639,7 +678,7 @@ class _Protocol:
 
     def download(self, url: str, prediction_id: str | None = None) -> _Request:
         scheme = urlsplit(url).scheme.lower()
-        if scheme not in _DOWNLOAD_SCHEMES:
+        if scheme not in _WEB_SCHEMES:
             raise OutputDownloadError(
                 f"Refusing to download the output {scheme or 'relative'}:{_path_of(url)}: only "
                 "http(s) URLs are fetched.",
@@ -805,6 +844,10 @@ class _BalancePlan:
         ) from error
 
 
+# A forecast, or something that gives one (None while nothing is known), or nothing.
+Forecast = CompletionForecast | Callable[[], CompletionForecast | None] | None
+
+
 class _WaitPlan:
     """One `wait()`: when to poll, what a seen status means, what was observed (no I/O).
 
@@ -820,14 +863,18 @@ class _WaitPlan:
         deadline: float | None,
         clock: Callable[[], float] = time.monotonic,
         *,
-        forecast: CompletionForecast | None = None,
+        forecast: Forecast = None,
         now: Callable[[], datetime] = _now,
     ) -> None:
         self.prior = target if isinstance(target, Prediction) else None
         self.prediction_id = target.id if isinstance(target, Prediction) else target
         if not self.prediction_id:
             raise ValueError("prediction id is empty")
-        self.policy, self.forecast = policy, forecast
+        # A callable forecast is asked again while none is known: a wait that began before the
+        # run's first observations switches to the learned schedule as soon as they exist.
+        self._forecast_source = forecast if callable(forecast) else None
+        self.forecast = forecast() if callable(forecast) else forecast
+        self.policy = policy
         self.limit = policy.deadline if deadline is None else deadline
         self._clock, self._now = clock, now
         self._started = clock()
@@ -836,7 +883,7 @@ class _WaitPlan:
         self._own_origin = submitted is not None
         # Seconds between the origin (the submit) and the start of this wait, once known.
         self._origin_age = None if submitted is None else (now() - submitted).total_seconds()
-        self._schedule = PollSchedule(policy, forecast if self._own_origin else None)
+        self._schedule = PollSchedule(policy, self.forecast if self._own_origin else None)
         self._not_done_at = 0.0  # the submit's own answer said "not done" at ~0
         self._poll_at = 0.0
         # Resuming by id: the task may have finished long ago, so look at once.
@@ -875,6 +922,10 @@ class _WaitPlan:
                 status=status,
                 prediction=self.last,
             )
+        if self.forecast is None and self._forecast_source is not None and self._own_origin:
+            self.forecast = self._forecast_source()
+            if self.forecast is not None:
+                self._schedule = PollSchedule(self.policy, self.forecast)
         delay = max(0.0, min(self._schedule.next_poll(position) - position, remaining))
         self._poll_at = position + delay
         return delay

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -46,6 +47,7 @@ from hunyuan_assets.core import mesh_work
 from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
 from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
 from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.loop_lag import LoopLag
 from hunyuan_assets.core.poll_history import PollHistory
 from hunyuan_assets.core.prediction_rows import (
     RowContext,
@@ -191,6 +193,7 @@ class RegistrationOutcome:
 WorkItem = ImageToRegister | MeshRequest
 Outcome = RegistrationOutcome | MeshOutcome
 _DONE = object()
+MAX_UPLOADS_AT_ONCE = 32
 
 
 class MeshGenerator:
@@ -223,6 +226,7 @@ class MeshGenerator:
         # run sees, forecast when a prediction will complete (client/polling.py).
         self.poll_history = PollHistory(store)
         self._observations: list[PollObservation] = []
+        self.loop_lag = LoopLag()  # read it after `run` to see whether anything held the loop
         self._new_observations: list[PollObservation] = []
         self.source = source
         self.log = log
@@ -233,6 +237,9 @@ class MeshGenerator:
         self._sending = asyncio.Lock()
         self._clocks = ClockOffsets()
         self._lookahead = asyncio.Semaphore(2 * max_concurrency)
+        # Uploads are short: a few dozen at once keep ahead of any number of predictions,
+        # without opening hundreds of connections in the same instant.
+        self._uploads = asyncio.Semaphore(min(2 * max_concurrency, MAX_UPLOADS_AT_ONCE))
         self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
         self._primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
@@ -268,6 +275,7 @@ class MeshGenerator:
             self.poll_history.observations, self.policy.model
         )
         worker = asyncio.create_task(work())
+        lag = asyncio.create_task(self.loop_lag.watch())
         try:
             while (outcome := await results.get()) is not _DONE:
                 if isinstance(outcome, BaseException):
@@ -275,6 +283,7 @@ class MeshGenerator:
                 yield outcome
         finally:
             worker.cancel()
+            lag.cancel()
             await self._save_observations()
 
     def _keep(self, outcome: Outcome) -> None:
@@ -304,7 +313,8 @@ class MeshGenerator:
         try:
             if self.source is None:
                 raise ValueError("MeshGenerator needs an ImageSource to register images")
-            registration = await register_image(self.source, item.ref, self.client)
+            async with self._uploads:
+                registration = await register_image(self.source, item.ref, self.client)
             await emit(RegistrationOutcome(registration))
             if not item.generate or not registration.ok or registration.info is None:
                 return
@@ -342,11 +352,12 @@ class MeshGenerator:
 
     async def _generate(self, request: MeshRequest, slot_taken=None) -> MeshOutcome:
         prefix = self._record_prefix(request)
+        slot = _Slot(self._slots)
         try:
-            async with self._slots:
-                if slot_taken:
-                    slot_taken()
-                return await self._generate_once(request, prefix)
+            await slot.take()
+            if slot_taken:
+                slot_taken()
+            return await self._generate_once(request, prefix, slot)
         except (WaveSpeedError, ResubmissionRefusedError, MeshError, BudgetExceededError) as exc:
             # The log row names the generation (attempt) that failed, as the record says.
             record = await self._latest(prefix)
@@ -357,8 +368,12 @@ class MeshGenerator:
             # is not documented); waits and downloads that broke off are not its terminal row.
             paid = isinstance(exc, PredictionFailedError)
             return replace(outcome, cost_usd=self._price) if paid else outcome
+        finally:
+            slot.give_back()
 
-    async def _generate_once(self, request: MeshRequest, prefix: str) -> MeshOutcome:
+    async def _generate_once(
+        self, request: MeshRequest, prefix: str, slot: _Slot | None = None
+    ) -> MeshOutcome:
         """Reuse, resume or submit; wait; store. Pays for at most one new prediction."""
         record = await self._latest(prefix)
         leftover = _leftover_generation(record)
@@ -396,7 +411,7 @@ class MeshGenerator:
                 self.policy.run_id,
             )
             try:
-                prediction = await self.client.wait(target, forecast=self._forecast())
+                prediction = await self.client.wait(target, forecast=self._forecast)
                 await self._learn(prediction)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
                 forgotten = isinstance(exc, PredictionNotFoundError)
@@ -425,6 +440,10 @@ class MeshGenerator:
                     )
                 )
                 continue
+            # The provider's task is over: its concurrency slot is free while we download,
+            # analyse and store, so the next picture's prediction starts now.
+            if slot is not None:
+                slot.give_back()
             return await self._store_output(request, prefix, record, prediction, resumed)
 
     async def _settle(
@@ -667,7 +686,9 @@ class MeshGenerator:
         nsfw = prediction.nsfw
         quarantined = nsfw and self.policy.nsfw_policy != "keep"
         glb_key, png_key = self._mesh_keys(request, quarantined)
-        with tempfile.TemporaryDirectory(prefix="hunyuan-mesh-") as tmp:
+        # Made and removed off the event loop (removing a folder is a few syscalls each).
+        tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="hunyuan-mesh-")
+        try:
             local = Path(tmp) / "mesh.glb"
             try:
                 await self._download(prediction, local, prefix, record)
@@ -682,6 +703,8 @@ class MeshGenerator:
                 # a new run submits it once more.
                 info, png, thumb, mesh_error = None, None, None, str(exc)
             mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
         preview_uri = None
         if png and thumb:
             preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
@@ -914,6 +937,22 @@ def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
 
 # Observations are written to the store in batches: one small write per this many.
 _OBSERVATIONS_PER_WRITE = 25
+
+
+class _Slot:
+    """One hold on the prediction slots, given back once (at completion, or at the end)."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots, self._held = slots, False
+
+    async def take(self) -> None:
+        await self._slots.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
 
 
 class _NeverArrived(Exception):

@@ -20,11 +20,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Literal
 
 from hunyuan_assets.client import AsyncHunyuan3DClient, WaveSpeedError
@@ -186,11 +185,8 @@ async def register_image(
 
 
 async def _upload(client: AsyncHunyuan3DClient, payload: bytes, name: str) -> str:
-    # The client uploads a path; a private copy of the validated bytes is that path.
-    with tempfile.TemporaryDirectory(prefix="hunyuan-upload-") as folder:
-        path = Path(folder) / name
-        await asyncio.to_thread(path.write_bytes, payload)
-        return await client.upload(path)
+    # The validated bytes themselves, from memory: what was checked is what is sent.
+    return await client.upload_bytes(payload, name)
 
 
 def _upload_name(ref: ImageRef, converted: bool) -> str:

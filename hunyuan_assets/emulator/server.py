@@ -27,6 +27,7 @@ import re
 import secrets
 import shutil
 import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -136,18 +137,25 @@ def _corrupt(glb: bytes, how: str | None) -> bytes:
     if how == "truncated":
         return glb[: len(glb) * 2 // 3]
     if how == "untextured":
-        import io
-
-        import trimesh
-
-        scene = trimesh.load_scene(io.BytesIO(glb), file_type="glb")
-        plain = [
-            trimesh.Trimesh(g.vertices, g.faces, process=False)
-            for g in scene.geometry.values()
-            if isinstance(g, trimesh.Trimesh)
-        ]
-        return trimesh.Scene(plain).export(file_type="glb")
+        return _without_materials(glb)
     return glb
+
+
+def _without_materials(glb: bytes) -> bytes:
+    """The same GLB with its materials, textures and images dropped from the JSON chunk (the
+    binary chunk is kept as it is: its image bytes are simply no longer referenced)."""
+    json_length, _ = struct.unpack_from("<II", glb, 12)
+    tree = json.loads(glb[20 : 20 + json_length])
+    for name in ("materials", "textures", "images", "samplers"):
+        tree.pop(name, None)
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh.get("primitives", []):
+            primitive.pop("material", None)
+    text = json.dumps(tree, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    rest = glb[20 + json_length :]
+    header = struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(text) + len(rest))
+    return header + struct.pack("<I4s", len(text), b"JSON") + text + rest
 
 
 class _InputError(Exception):
@@ -237,6 +245,8 @@ class _Emulator:
             "faults": {},  # what was injected, by kind: see _count_fault
             "spent": 0.0,
             "restarts": 0,
+            "in_flight": 0,  # predictions created and not yet terminal
+            "max_in_flight": 0,  # the most at once: what the clients' concurrency achieved
             "requests": {},
         }
 
@@ -263,6 +273,7 @@ class _Emulator:
             self._spool = None
             after._counters, after._late_ms = self._counters, self._late_ms
             after._counters["restarts"] += 1
+            after._counters["in_flight"] = 0  # the forgotten ones will never finish
             return after
 
     # -- control ---------------------------------------------------------------------------
@@ -415,6 +426,10 @@ class _Emulator:
             self._sequence += 1
             self._predictions[prediction.id] = prediction
             self._counters["submissions"] += 1
+            self._counters["in_flight"] += 1
+            self._counters["max_in_flight"] = max(
+                self._counters["max_in_flight"], self._counters["in_flight"]
+            )
             if prediction.fail_error is not None:
                 self._count_fault("task fail_tasks")
             if prediction.corrupt is not None:
@@ -537,6 +552,7 @@ class _Emulator:
             )
             p.inference_ms = round((now - started) * 1000)
             p.completed = now
+            self._counters["in_flight"] = max(0, self._counters["in_flight"] - 1)
             if p.status == "completed":
                 self._counters["spent"] += self.config.price
             self._late_ms.append((now - deadline) * 1000)
@@ -640,7 +656,8 @@ class _Emulator:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # socketserver's default backlog of 5 resets connections in bursts of concurrent clients.
-    request_queue_size = 128
+    # (and 128 still dropped SYNs when 600 clients connected at once: connect timeouts).
+    request_queue_size = 1024
     emulator: _Emulator
 
     def server_activate(self) -> None:

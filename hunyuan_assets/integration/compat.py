@@ -69,6 +69,8 @@ __all__ = [
     "instance_with_recording_launcher",
     "instigator_ticks",
     "latest_check_failed",
+    "latest_materialization_target",
+    "check_results_shown",
     "latest_storage_ids_by_partition",
     "latest_tags_by_partition",
     "partition_range_of",
@@ -433,3 +435,38 @@ def single_process_instance_yaml(home: str) -> str:
         "telemetry:\n"
         "  enabled: false\n"
     )
+
+
+def latest_materialization_target(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
+) -> object | None:
+    """What a check evaluation of this partition points at: its latest materialization.
+
+    The UI counts a partition's check result only while it targets the partition's latest
+    materialization (`AssetCheckPartitionInfo.is_current`); Dagster fills this in for checks it
+    runs itself, not for evaluations a step reports per partition. The data class is internal.
+    """
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
+
+
+def check_results_shown(
+    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, partitions: Sequence[str]
+) -> dict[str, bool]:
+    """partition -> whether the UI counts its latest check result (it does only when the result
+    targets the partition's latest materialization; see `latest_materialization_target`)."""
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        [check_key], partition_keys=list(partitions)
+    )
+    return {info.partition_key: info.is_current for info in infos if info.partition_key}

@@ -139,6 +139,9 @@ class MeshesComponent(dg.Component, dg.Model, dg.Resolvable):
     daily_budget_usd: float | None = Field(
         default=None, description="Refuse submissions past this spend per UTC day."
     )
+    analysis_in_processes: bool | None = Field(
+        default=None, description="Mesh analysis in worker processes (empty: from 32 in flight)."
+    )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         options = self.model_dump(exclude={"name", "images", "store", "api_key"})

@@ -30,7 +30,10 @@ from hunyuan_assets.core.mesh_generation import (
 from hunyuan_assets.core.prediction_rows import RowContext, failure_row
 from hunyuan_assets.core.registered_images import RegisteredImages
 from hunyuan_assets.core.threads import iterate_async
-from hunyuan_assets.integration.compat import latest_storage_ids_by_partition
+from hunyuan_assets.integration.compat import (
+    latest_materialization_target,
+    latest_storage_ids_by_partition,
+)
 from hunyuan_assets.integration.lineage import (
     PartitionMaterialization,
     derived_version_tags,
@@ -106,6 +109,7 @@ class MeshStep:
     failures: dict[str, str] = field(default_factory=dict)
     transient: set[str] = field(default_factory=set)
     usage: Usage = field(default_factory=Usage)
+    generator: MeshGenerator | None = None
 
     def _option(self, name: str):
         value = getattr(self.config, name, None)
@@ -158,12 +162,13 @@ class MeshStep:
             daily_budget_usd=s.daily_budget_usd,
             pipeline=s.name,
             code_version=self.code_version,
+            analysis_in_processes=s.analyse_in_processes,
         )
         hunyuan3d = self.hunyuan3d
 
         async def outcomes() -> AsyncIterator[Outcome]:
             async with hunyuan3d.get_async_client() as client:
-                generator = MeshGenerator(
+                generator = self.generator = MeshGenerator(
                     client,
                     store,
                     policy,
@@ -231,8 +236,13 @@ class MeshStep:
                     metadata=source_metadata(registration),
                     tags=source_version_tags(sha, SOURCE_CODE_VERSION),
                 )
+                target = self._target(s.source_images_key, key)
+                if target is not None:  # the mesh's lineage points at it too (no second query)
+                    self._sources[key] = PartitionMaterialization(
+                        key, target.storage_id, sha, {}, {}, target.timestamp
+                    )
                 passed = {"sha256": sha}
-                yield check_evaluation(s.source_images_key, SOURCE_CHECK, key, True, passed)
+                yield check_evaluation(s.source_images_key, SOURCE_CHECK, key, True, passed, target)
             return
         error = registration.error or "unknown error"
         if not report:
@@ -262,9 +272,15 @@ class MeshStep:
             yield dg.AssetMaterialization(
                 asset_key=s.meshes_key, partition=key, metadata=metadata, tags=tags
             )
+        # Checks point at the mesh just reported; a failed one's output was not materialized.
+        target = self._target(s.meshes_key, key) if outcome.status != "failed" else None
         yield from mesh_check_evaluations(
-            s.meshes_key, outcome, self._option("min_faces"), self._option("max_faces")
+            s.meshes_key, outcome, self._option("min_faces"), self._option("max_faces"), target
         )
+
+    def _target(self, asset_key: dg.AssetKey, key: str):
+        """The materialization a check of this partition evaluates (the one just reported)."""
+        return latest_materialization_target(self.context.instance, asset_key, key)
 
     def _source_of(self, key: str, sha256: str) -> PartitionMaterialization:
         """The source_images materialization this mesh was made from (for staleness)."""
@@ -278,6 +294,10 @@ class MeshStep:
 
     def _report_usage(self) -> Iterator:
         metadata = self.usage.metadata()
+        lag = self.generator.loop_lag.summary() if self.generator else {}
+        if lag:  # how late the event loop ran: a held loop would show here
+            metadata["event_loop_lag_p99_ms"] = lag["p99_ms"]
+            metadata["event_loop_lag_max_ms"] = lag["max_ms"]
         balance = self._balance()
         if balance is not None:
             metadata["wavespeed.balance_usd"] = balance

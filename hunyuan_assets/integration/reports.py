@@ -6,6 +6,7 @@ registration or `MeshOutcome` into the events it yields (log rows are written by
 
 import base64
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -21,25 +22,27 @@ CHECK_CLOSED = "closed_surface"
 
 
 def check_evaluation(
-    asset: dg.AssetKey, name: str, key: str, passed: bool, metadata: dict
+    asset: dg.AssetKey, name: str, key: str, passed: bool, metadata: dict, target: Any = None
 ) -> dg.AssetCheckEvaluation:
-    """One check's result for one partition (Dagster 1.13's AssetCheckResult has no partition)."""
+    """One check's result for one partition (Dagster 1.13's AssetCheckResult has no partition);
+    `target` is the materialization it checked (`compat.latest_materialization_target`)."""
     return dg.AssetCheckEvaluation(
         asset_key=asset,
         check_name=name,
         passed=passed,
         metadata={k: v for k, v in metadata.items() if v is not None},
         partition=key,
+        target_materialization_data=target,
     )
 
 
 def mesh_check_evaluations(
-    asset: dg.AssetKey, outcome: MeshOutcome, min_faces: int, max_faces: int
+    asset: dg.AssetKey, outcome: MeshOutcome, min_faces: int, max_faces: int, target: Any = None
 ) -> Iterator[dg.AssetCheckEvaluation]:
     key = outcome.request.partition_key
 
     def _check(name: str, key: str, passed: bool, metadata: dict) -> dg.AssetCheckEvaluation:
-        return check_evaluation(asset, name, key, passed, metadata)
+        return check_evaluation(asset, name, key, passed, metadata, target)
 
     d = outcome.details
     parsed = d.get("faces") is not None

@@ -16,6 +16,7 @@ from hunyuan_assets.client import (
     Hunyuan3DClient,
     PollPolicy,
     Timeouts,
+    connections_for,
 )
 
 API_KEY_ENV = "WAVESPEED_API_KEY"
@@ -143,6 +144,7 @@ class Hunyuan3DResource(dg.ConfigurableResource):
                 max_delay=self.retry_max_delay,
             ),
             max_download_bytes=self.max_download_mb * 2**20,
+            max_connections=connections_for(self.max_concurrency),
         )
 
     @property

@@ -47,6 +47,9 @@ class MeshDefsSettings:
     s3_endpoint_url: str | None = None
     price_per_prediction_usd: float | None = None
     daily_budget_usd: float | None = None
+    # Mesh analysis in worker processes (None: when 32+ predictions are in flight, where it
+    # measurably pays; bench/bench_mesh.py).
+    analysis_in_processes: bool | None = None
     _partitions: dg.DynamicPartitionsDefinition = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,3 +122,9 @@ class MeshDefsSettings:
     @property
     def group(self) -> str:
         return self.name
+
+    @property
+    def analyse_in_processes(self) -> bool:
+        if self.analysis_in_processes is None:
+            return self.max_concurrency >= 32
+        return self.analysis_in_processes
