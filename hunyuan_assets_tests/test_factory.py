@@ -80,7 +80,11 @@ def test_two_pipelines_side_by_side_share_a_store_and_never_pay_twice(emulator, 
     products_mug = latest_materializations(instance, products.settings.meshes_key, ["mug.png"])
     concepts_mug = latest_materializations(instance, concepts.settings.meshes_key, ["mug.png"])
     assert concepts_mug["mug.png"].metadata["status"] == "reused"
-    assert concepts_mug["mug.png"].metadata["wavespeed.cost_usd"] == 0.0
+    assert concepts_mug["mug.png"].metadata["wavespeed.cost_usd"] == 0.0  # reuse costs nothing
+    # no price is configured, so a paid prediction's cost is unknown, never claimed to be 0
+    assert "wavespeed.cost_usd" not in products_mug["mug.png"].metadata
+    usage = instance.fetch_observations(products.settings.meshes_key, limit=1).records[0]
+    assert "wavespeed.cost_usd" not in usage.asset_observation.metadata
     assert (
         concepts_mug["mug.png"].metadata["mesh_uri"] == products_mug["mug.png"].metadata["mesh_uri"]
     )
@@ -89,9 +93,15 @@ def test_two_pipelines_side_by_side_share_a_store_and_never_pay_twice(emulator, 
 
     log = PredictionLog(mesh_store_of(products)).read()
     assert set(log["pipeline"]) == {"products", "concepts"}
+    paid = log[log["status"] == "completed"]
+    assert len(paid) == 3 and paid["cost_usd"].isna().all()
+    assert (log[log["status"] == "reused"]["cost_usd"] == 0).all()
     assert materialize_prediction_log(instance, concepts).success
     summary = instance.get_latest_materialization_event(dg.AssetKey(["concepts", "prediction_log"]))
-    assert summary.asset_materialization.metadata["dagster/row_count"].value == 2  # its own rows
+    metadata = summary.asset_materialization.metadata
+    assert metadata["dagster/row_count"].value == 2  # its own rows
+    assert "cost_usd" not in metadata
+    assert "| 1 | unknown (no price set) |" in metadata["spend_by_day_and_model"].value
 
 
 def test_names_and_options_are_checked(tmp_path):

@@ -487,16 +487,20 @@ def spend_by_day_and_model(df: pd.DataFrame) -> pd.DataFrame:
     """Predictions paid and their cost per UTC day and model.
 
     A prediction counts once however many rows name it (a resumed prediction can be logged by
-    two attempts after a crash), on the day of its first row; rows without a cost (reuses,
-    refusals, logs written before costs were recorded) count nothing."""
+    two attempts after a crash), on the day of its first row. Rows costing 0 (reuses,
+    refusals, waits that broke off) count nothing; a paid prediction without a price (none
+    configured) counts, and makes its day's cost unknown (NaN) rather than 0."""
     columns = ["date", "model", "predictions", "cost_usd"]
     if df is None or len(df) == 0:
         return pd.DataFrame(columns=columns)
-    paid = df[df["prediction_id"].notna() & (df["cost_usd"].fillna(0) > 0)]
+    paid = df[df["prediction_id"].notna() & ~(df["cost_usd"] == 0) & (df["status"] != "reused")]
     if paid.empty:
         return pd.DataFrame(columns=columns)
     paid = paid.sort_values("logged_at").drop_duplicates("prediction_id")
     days = pd.to_datetime(paid["logged_at"], utc=True).dt.strftime("%Y-%m-%d")
     grouped = paid.assign(date=days).groupby(["date", "model"], as_index=False)
-    spend = grouped.agg(predictions=("prediction_id", "nunique"), cost_usd=("cost_usd", "sum"))
+    spend = grouped.agg(
+        predictions=("prediction_id", "nunique"),
+        cost_usd=("cost_usd", lambda c: c.sum() if c.notna().all() else float("nan")),
+    )
     return spend[columns].sort_values(["date", "model"]).reset_index(drop=True)

@@ -133,7 +133,7 @@ class SupersededPrediction:
     prediction_id: str
     attempt: int
     error: str
-    cost_usd: float = 0.0  # the price when it failed at the provider; 0 when it is unknown
+    cost_usd: float | None = 0.0  # the price when it failed at the provider (None: no price)
 
 
 @dataclass(frozen=True)
@@ -157,9 +157,10 @@ class MeshOutcome:
     details: dict = field(default_factory=dict)
     superseded: tuple[SupersededPrediction, ...] = ()
     # What this outcome's own prediction cost: the price for a prediction that completed or
-    # failed at the provider; 0 for reuse, refusals, and waits or downloads that broke off
-    # (the prediction's own terminal row carries its cost later).
-    cost_usd: float = 0.0
+    # failed at the provider (None when no price is configured: unknown, not free); 0 for
+    # reuse, refusals, and waits or downloads that broke off (the prediction's own terminal
+    # row carries its cost later).
+    cost_usd: float | None = 0.0
 
     @property
     def ok(self) -> bool:
@@ -663,8 +664,9 @@ class MeshGenerator:
             raise
 
     @property
-    def _price(self) -> float:
-        return self.policy.price_per_prediction_usd or 0.0
+    def _price(self) -> float | None:
+        """What a paid prediction costs; None (unknown) when no price is configured."""
+        return self.policy.price_per_prediction_usd
 
     async def _latest(self, prefix: str) -> PredictionRecord | None:
         return await asyncio.to_thread(self.records.latest, prefix)

@@ -27,6 +27,7 @@ from hunyuan_assets.integration.reports import (
     CHECK_PBR_TEXTURED,
     SOURCE_CHECK,
     spend_markdown,
+    spend_total_metadata,
     summary_markdown,
 )
 from hunyuan_assets.integration.settings import WAVESPEED_POOL, MeshDefsSettings, NsfwPolicy
@@ -160,7 +161,7 @@ def build_mesh_assets(settings: MeshDefsSettings) -> list[dg.AssetsDefinition]:
                 "summary": dg.MetadataValue.md(summary_markdown(stats)),
                 "spend_by_day_and_model": dg.MetadataValue.md(spend_markdown(spend)),
                 "predictions": stats.get("total_predictions", 0),
-                "cost_usd": float(spend["cost_usd"].sum()) if len(spend) else 0.0,
+                **spend_total_metadata(spend),
                 "nsfw_rate": float(stats.get("nsfw_rate", 0.0)),
             }
         )

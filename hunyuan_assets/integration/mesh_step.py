@@ -69,10 +69,11 @@ class Usage:
     failed: int = 0  # partitions whose prediction failed (or could not be collected)
     not_submitted: int = 0  # partitions that failed before a prediction (budget, refusals)
     inference_ms: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None once a paid prediction had no price (unknown)
 
     def add(self, outcome: MeshOutcome) -> None:
-        self.cost_usd += outcome.cost_usd
+        if self.cost_usd is not None:
+            self.cost_usd = None if outcome.cost_usd is None else self.cost_usd + outcome.cost_usd
         if outcome.status == "reused":
             self.reused += 1
             return
@@ -90,14 +91,16 @@ class Usage:
             self.inference_ms += outcome.prediction.inference_ms or 0
 
     def metadata(self) -> dict:
-        return {
+        usage = {
             "wavespeed.predictions_submitted": self.submitted,
             "wavespeed.reused": self.reused,
             "wavespeed.failed": self.failed,
             "wavespeed.not_submitted": self.not_submitted,
             "wavespeed.inference_seconds": round(self.inference_ms / 1000, 3),
-            "wavespeed.cost_usd": round(self.cost_usd, 6),
         }
+        if self.cost_usd is not None:  # no price configured: no cost claimed
+            usage["wavespeed.cost_usd"] = round(self.cost_usd, 6)
+        return usage
 
 
 @dataclass

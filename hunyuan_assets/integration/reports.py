@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from hunyuan_assets.core.mesh_generation import MeshOutcome
 from hunyuan_assets.core.registration import Registration
@@ -164,7 +165,15 @@ def spend_markdown(spend) -> str:
     """Spend per day and model (a DataFrame from `log.spend_by_day_and_model`) as a table."""
     lines = ["| date (UTC) | model | predictions | cost (USD) |", "| --- | --- | --- | --- |"]
     for row in spend.itertuples(index=False):
-        lines.append(f"| {row.date} | {row.model} | {row.predictions} | {row.cost_usd:.2f} |")
+        cost = "unknown (no price set)" if pd.isna(row.cost_usd) else f"{row.cost_usd:.2f}"
+        lines.append(f"| {row.date} | {row.model} | {row.predictions} | {cost} |")
     if len(lines) == 2:
         lines.append("| - | - | 0 | 0.00 |")
     return "\n".join(lines)
+
+
+def spend_total_metadata(spend: pd.DataFrame) -> dict:
+    """The log's total cost, absent while any paid prediction had no price: unknown is not 0."""
+    if spend["cost_usd"].isna().any():
+        return {}
+    return {"cost_usd": float(spend["cost_usd"].sum()) if len(spend) else 0.0}
