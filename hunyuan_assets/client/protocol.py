@@ -494,7 +494,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _parse_time(value: str | None) -> datetime | None:
+def parse_time(value: str | None) -> datetime | None:
+    """An API timestamp (ISO 8601, `Z` or offset; naive is UTC); None when absent or bad."""
     if not value:
         return None
     try:
@@ -506,11 +507,16 @@ def _parse_time(value: str | None) -> datetime | None:
 
 def _iso8601(moment: datetime | str, name: str) -> str:
     if isinstance(moment, str):
-        if _parse_time(moment) is None:
+        if parse_time(moment) is None:
             raise ValueError(f"{name} must be an ISO 8601 time, got {moment!r}")
         return moment
     if moment.tzinfo is None:
         raise ValueError(f"{name} must be timezone-aware (our clock and the API's are UTC)")
+    return format_time(moment)
+
+
+def format_time(moment: datetime) -> str:
+    """An aware time as the API writes one: UTC, milliseconds, `Z`."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -933,7 +939,7 @@ class _WaitPlan:
     def observe(self, seen: Prediction) -> Prediction:
         """A polled Prediction, with what this client observed added."""
         self.polls += 1
-        created = _parse_time(seen.created_at)
+        created = parse_time(seen.created_at)
         if self._origin_age is None and created is not None and self.forecast is not None:
             # By id: from now on, schedule in seconds since the API created the task.
             self._origin_age = (self._now() - created).total_seconds() - (
@@ -966,7 +972,7 @@ class _WaitPlan:
     def _observed(self, seen: Prediction, observation: PollObservation | None = None) -> Prediction:
         prior = self.prior
         submitted = prior.submitted_at if prior and prior.submitted_at else None
-        submitted = submitted or _parse_time(seen.created_at)
+        submitted = submitted or parse_time(seen.created_at)
         observed: dict[str, Any] = {
             "submitted_at": submitted,
             "polls": (prior.polls if prior else 0) + self.polls,

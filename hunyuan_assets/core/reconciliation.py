@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from hunyuan_assets.client import AsyncHunyuan3DClient
+from hunyuan_assets.client.protocol import format_time, parse_time
 from hunyuan_assets.core.store import MeshStore, model_slug
 
 logger = logging.getLogger("hunyuan_assets.core.reconciliation")
@@ -103,7 +104,7 @@ class ClockOffsets:
         self._samples: deque[tuple[float, float]] = deque(maxlen=kept)
 
     def learn(self, sent: datetime, answered: datetime, created_at: str | None) -> None:
-        created = _parse(created_at)
+        created = parse_time(created_at)
         if created is None or created_at is None:
             return
         resolution = _resolution(created_at)
@@ -230,7 +231,7 @@ async def reconcile(
         candidates = [
             (p.id, created)
             for p in listed
-            if (created := _parse(p.created_at)) is not None
+            if (created := parse_time(p.created_at)) is not None
             and not await asyncio.to_thread(journal.known, p.id)
         ]
         mine_fits = [pid for pid, at in candidates if window[0] <= at <= window[1]]
@@ -240,8 +241,8 @@ async def reconcile(
     if not mine_fits:
         return Verdict(
             "resubmit",
-            f"no unknown {model} prediction was created between {_iso(window[0])} and "
-            f"{_iso(window[1])}: the submit never arrived",
+            f"no unknown {model} prediction was created between {format_time(window[0])} and "
+            f"{format_time(window[1])}: the submit never arrived",
         )
     return match_candidates(mine, uncertain, candidates, policy)
 
@@ -358,22 +359,8 @@ def _union(windows: Sequence[tuple[datetime, datetime]]) -> tuple[datetime, date
     return min(w[0] for w in windows), max(w[1] for w in windows)
 
 
-def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _resolution(value: str) -> float:
     """Seconds per unit of the last digit of an ISO 8601 time ("...:48.882Z" -> 0.001)."""
     found = re.search(r"T\d{2}:\d{2}:\d{2}(?:[.,](\d+))?", value)
     digits = len(found.group(1)) if found and found.group(1) else 0
     return 10.0**-digits
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
