@@ -99,6 +99,15 @@ def _ok(data: Any) -> _Response:
     return _json(200, {"code": 200, "message": "success", "data": data})
 
 
+def _json_object(body: bytes) -> dict | None:
+    """A request body that must be a JSON object (an empty one is `{}`); None otherwise."""
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 def _error(
     status: int, code: int, message: str, headers: dict[str, str] | None = None
 ) -> _Response:
@@ -891,11 +900,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- the API -----------------------------------------------------------------------------
     def _submit(self, params: dict[str, str], body: bytes) -> _Response:
-        try:
-            payload = json.loads(body or b"{}")
-        except ValueError:
-            return _error(400, 1400, "request body must be a JSON object")
-        if not isinstance(payload, dict):
+        payload = _json_object(body)
+        if payload is None:
             return _error(400, 1400, "request body must be a JSON object")
         image = payload.get("image")
         if image is None or image == "":
@@ -924,11 +930,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _list(self, params: dict[str, str], body: bytes) -> _Response:
         """`POST /api/v3/predictions`: validated as documented, newest first, no inputs."""
         self.emulator.count("list_requests")
-        try:
-            payload = json.loads(body or b"{}")
-        except ValueError:
-            return _error(400, 1400, "request body must be a JSON object")
-        if not isinstance(payload, dict):
+        payload = _json_object(body)
+        if payload is None:
             return _error(400, 1400, "request body must be a JSON object")
         for name in ("page", "page_size"):
             if name not in payload:
