@@ -14,7 +14,10 @@ import dagster as dg
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
-from hunyuan_assets.integration.compat import single_process_instance_yaml
+from hunyuan_assets.integration.compat import (
+    single_process_instance_yaml,
+    sqlite_databases_held_open,
+)
 from hunyuan_assets.integration.factory import build_mesh_pipeline
 from hunyuan_assets.integration.lineage import latest_materializations
 
@@ -66,6 +69,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with (
         _api_base_url(args.latency) as base_url,
         dg.DagsterInstance.from_config(str(home)) as instance,
+        sqlite_databases_held_open(str(home)),  # ~2 ms less per Dagster event
     ):
         print(f"API:        {base_url}")
         print(f"images:     {args.images}")

@@ -24,6 +24,8 @@ from hunyuan_assets.integration.compat import (
     run_worker_start,
     runs_with_run_key,
     sensor_run_tags,
+    single_process_instance_yaml,
+    sqlite_databases_held_open,
     stale_statuses,
     step_process_starts,
     tag_run,
@@ -290,3 +292,22 @@ def test_report_run_failed_fails_a_started_run_for_a_retry(instance, started_run
     [failure] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert failure.dagster_event is not None
     assert failure.dagster_event.message == "worker gone, says the test"
+
+
+def test_a_held_connection_keeps_sqlite_from_checkpointing_on_every_event(tmp_path):
+    """The contract `sqlite_databases_held_open` relies on: the demo's instance keeps its event
+    log in WAL mode under history/, opens and closes a connection per event, and the last
+    close removes the WAL (a checkpoint, with fsyncs); one idle connection held open keeps the
+    WAL, and every event is still there for other connections."""
+    (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
+    wal = tmp_path / "history" / "event_log.db-wal"
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("before"))
+        assert not wal.exists()  # each event's connection was the last one: checkpointed away
+        with sqlite_databases_held_open(str(tmp_path)):
+            for key in ("held_1", "held_2"):
+                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+                assert wal.exists()  # committed into the WAL, no checkpoint on close
+        assert not wal.exists()  # released: the last close checkpoints as before
+        for key in ("before", "held_1", "held_2"):
+            assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
