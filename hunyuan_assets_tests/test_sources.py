@@ -496,7 +496,7 @@ def test_describe_each_sample(path: Path) -> None:
 
 
 def test_samples_regenerate_byte_identically(tmp_path: Path) -> None:
-    script = SAMPLES_DIR / "make_samples.py"
+    script = Path(__file__).with_name("make_samples.py")
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
     made = sorted(p.name for p in tmp_path.iterdir())
     assert made == [p.name for p in SAMPLES]

@@ -1,4 +1,7 @@
-"""Regenerate the sample images: ``python hunyuan_assets/samples/make_samples.py [OUT_DIR]``.
+"""Regenerate the sample images: ``python hunyuan_assets_tests/make_samples.py [OUT_DIR]``.
+
+It lives beside the tests, not in the samples folder: the demo takes every file in that folder
+as an image and would report this script as skipped.
 
 Small, shaded renders of everyday objects so the emulator's relief mesh has something to
 inflate: three on transparent backgrounds (RGBA PNG) and three on plain backgrounds (one PNG,
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "hunyuan_assets" / "samples"
 SS = 3  # supersampling factor per axis
 
 Array = np.ndarray
@@ -457,7 +460,7 @@ SAMPLES: dict[str, tuple[Callable[[], Image.Image], dict[str, Any]]] = {
 }
 
 
-def main(out_dir: Path = HERE) -> None:
+def main(out_dir: Path = SAMPLES_DIR) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, (draw, options) in SAMPLES.items():
         path = out_dir / name
@@ -467,4 +470,4 @@ def main(out_dir: Path = HERE) -> None:
 
 if __name__ == "__main__":
     # An optional folder argument writes elsewhere (the tests compare it with this folder).
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else SAMPLES_DIR)
