@@ -9,11 +9,13 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
+import sqlalchemy
 
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.integration.compat import (
     WILL_RETRY_TAG,
     ProcessStart,
+    SingleProcessSqliteEventLogStorage,
     apply_dynamic_partitions_requests,
     instance_with_recording_launcher,
     instigator_ticks,
@@ -311,3 +313,35 @@ def test_a_held_connection_keeps_sqlite_from_checkpointing_on_every_event(tmp_pa
         assert not wal.exists()  # released: the last close checkpoints as before
         for key in ("before", "held_1", "held_2"):
             assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None
+
+
+def test_the_demo_event_log_makes_one_engine_and_reads_like_dagsters_own(tmp_path, monkeypatch):
+    """`SingleProcessSqliteEventLogStorage` overrides the consolidated storage's `_connect` and
+    `has_table`: if Dagster stopped routing its connections through them, the engine count
+    below would grow with the events again. Its database is Dagster's own format."""
+    from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
+    from dagster._core.storage.event_log.sqlite import consolidated_sqlite_event_log as base
+
+    made = []
+    real_create_engine = sqlalchemy.create_engine
+
+    def counting_create_engine(*args, **kwargs):
+        made.append(args[0])
+        return real_create_engine(*args, **kwargs)
+
+    monkeypatch.setattr(base, "create_engine", counting_create_engine)
+    monkeypatch.setattr(sqlalchemy, "create_engine", counting_create_engine)
+    (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
+    keys = [f"event_{i}" for i in range(6)]
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.event_log_storage) is SingleProcessSqliteEventLogStorage
+        instance.report_runless_asset_event(dg.AssetMaterialization("warm_up"))
+        made.clear()
+        for key in keys:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        assert made == []  # every connection and table check of six events: no new engine
+
+    monkeypatch.undo()
+    plain = ConsolidatedSqliteEventLogStorage(str(tmp_path / "history"))
+    for key in keys:
+        assert plain.get_latest_materialization_events([dg.AssetKey(key)])[dg.AssetKey(key)]
