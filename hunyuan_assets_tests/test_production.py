@@ -18,9 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import dagster as dg
 import httpx
@@ -45,6 +44,7 @@ from hunyuan_assets_tests.helpers import (
     partition_keys,
     pipeline_for,
 )
+from hunyuan_assets_tests.local_runs import wait_for
 from hunyuan_assets_tests.postgres import (
     PostgresServer,
     dagster_yaml_for,
@@ -62,26 +62,9 @@ MESH_CHECKS = ("glb_valid", "pbr_textured", "face_budget", "not_nsfw", "closed_s
 # The project's own code location (hunyuan_assets.definitions), as the CLI and daemon load it:
 # HUNYUAN_NAME unset, so every name starts with the default pipeline name.
 PROJECT = MeshDefsSettings(name=DEFAULT_NAME, images=".", store=".")
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def wait_for(
-    condition: Callable[[], T | None], *, timeout: float, what: str, diagnose=lambda: ""
-) -> T:
-    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    interval = 0.05
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
-        time.sleep(interval)  # poll interval of a condition loop, not a synchronisation sleep
-        interval = min(interval * 1.5, 0.5)
 
 
 def copy_images(folder: Path, names: tuple[str, ...]) -> Path:
