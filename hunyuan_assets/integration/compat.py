@@ -21,6 +21,8 @@ What we rely on, and why:
 - what a run worker records of its own process and how run monitoring fails a run whose worker
   died (`run_health.py`): the "Started process for run (pid: N)" engine event, the pid on
   STEP_WORKER_STARTED events, `add_run_tags`, `report_run_failed` and the `dagster/will_retry` tag.
+- the demo's instance (`cli.py`): the consolidated SQLite event log class, its `_connect` and
+  `has_table`, and the SQLite file names under `history/`, to make events cheaper to store.
 """
 
 from __future__ import annotations
