@@ -3,6 +3,7 @@ non-public API relies on, checked against a real instance (and, for the daemon, 
 sensor daemon iteration). A Dagster upgrade that breaks one of them fails here first."""
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -319,9 +320,9 @@ def test_the_demo_event_log_makes_one_engine_and_reads_like_dagsters_own(tmp_pat
     """`SingleProcessSqliteEventLogStorage` overrides the consolidated storage's `_connect` and
     `has_table`: if Dagster stopped routing its connections through them, the engine count
     below would grow with the events again. Its database is Dagster's own format."""
-    from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
-    from dagster._core.storage.event_log.sqlite import consolidated_sqlite_event_log as base
-
+    dagsters_own = SingleProcessSqliteEventLogStorage.__mro__[1]
+    assert dagsters_own.__name__ == "ConsolidatedSqliteEventLogStorage"
+    base = sys.modules[dagsters_own.__module__]  # whose create_engine it calls per connection
     made = []
     real_create_engine = sqlalchemy.create_engine
 
@@ -342,6 +343,6 @@ def test_the_demo_event_log_makes_one_engine_and_reads_like_dagsters_own(tmp_pat
         assert made == []  # every connection and table check of six events: no new engine
 
     monkeypatch.undo()
-    plain = ConsolidatedSqliteEventLogStorage(str(tmp_path / "history"))
+    plain = dagsters_own(str(tmp_path / "history"))
     for key in keys:
         assert plain.get_latest_materialization_events([dg.AssetKey(key)])[dg.AssetKey(key)]
