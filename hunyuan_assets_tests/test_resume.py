@@ -417,17 +417,19 @@ def test_a_lost_submit_that_never_arrived_is_sent_once_more_and_logged(emulator,
     assert latest_record(store.root).generation == 2
 
 
+async def submit_directly(emulator, image_url: str) -> str:
+    """A prediction made with the client alone: no record or journal in any store knows it."""
+    async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+        return (await client.submit(image_url)).id
+
+
 def test_an_unknown_prediction_beside_ours_keeps_the_submit_refused(emulator, tmp_path):
     """Something else (the website, another tool) made a prediction in the same window: which
     one is ours cannot be told, so nothing is adopted or resubmitted; the error names both."""
     store = LocalMeshStore(tmp_path / "store")
     request = asyncio.run(upload(emulator))
 
-    async def outsider() -> str:
-        async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
-            return (await client.submit(request.image_url)).id
-
-    other = asyncio.run(outsider())
+    other = asyncio.run(submit_directly(emulator, request.image_url))  # not through the store
     emulator.configure(rules=[{"endpoint": "submit", "kind": "drop_after_accept"}])
     outcome = asyncio.run(generate(emulator, store, request, reconcile=QUICK_RECONCILE))
     assert outcome.error_type == "ResubmissionRefusedError" and not outcome.transient
@@ -461,11 +463,7 @@ def test_a_claim_whose_run_died_after_its_prediction_was_made_adopts_it(tmp_path
         store = LocalMeshStore(tmp_path / "store")
         request = asyncio.run(upload(emulator))
 
-        async def dead_runs_submit() -> str:
-            async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
-                return (await client.submit(request.image_url)).id
-
-        made = asyncio.run(dead_runs_submit())
+        made = asyncio.run(submit_directly(emulator, request.image_url))  # the dead run's POST
         offset[0] = timedelta(0)
         claimed = (datetime.now(UTC) - timedelta(seconds=70.5)).isoformat()
         write_record(store, state="submitting", updated_at=claimed)

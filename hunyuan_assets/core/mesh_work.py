@@ -56,22 +56,18 @@ async def analyse(path: Path, *, preview_size: int, thumbnail_edge: int = 192) -
     try:
         return await loop.run_in_executor(_executor(), work)
     except BrokenProcessPool:
-        _discard_broken()
+        _stop(wait=False)  # a broken pool: its processes are gone, start new ones
         return await loop.run_in_executor(_executor(), work)
-
-
-def _discard_broken() -> None:
-    global _pool
-    with _lock:
-        broken, _pool = _pool, None
-    if broken is not None:
-        broken.shutdown(wait=False, cancel_futures=True)
 
 
 def shutdown() -> None:
     """Stop the worker processes (the next `analyse` starts new ones)."""
+    _stop(wait=True)
+
+
+def _stop(*, wait: bool) -> None:
     global _pool
     with _lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)
