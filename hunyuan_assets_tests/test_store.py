@@ -84,6 +84,47 @@ def test_put_file_and_download_to(store: MeshStore, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["copy.glb"]  # no .part left
 
 
+def test_move_file_publishes_and_removes_the_source(store: MeshStore, tmp_path: Path) -> None:
+    src = tmp_path / "download" / "mesh.glb"
+    src.parent.mkdir()
+    payload = os.urandom(300_000)
+    src.write_bytes(payload)
+    uri = store.move_file("meshes/y/mesh.glb", src)
+    assert uri == store.uri_for("meshes/y/mesh.glb")
+    assert store.get_bytes("meshes/y/mesh.glb") == payload
+    assert not src.exists()
+    src.write_bytes(b"newer")  # replaces an existing object, as put_file does
+    store.move_file("meshes/y/mesh.glb", src)
+    assert store.get_bytes("meshes/y/mesh.glb") == b"newer"
+
+
+def test_local_move_file_renames_on_one_filesystem(tmp_path: Path) -> None:
+    """The same inode ends up in the store: the mesh is not written a second time."""
+    store, src = LocalMeshStore(tmp_path / "store"), tmp_path / "mesh.glb"
+    src.write_bytes(b"glb")
+    inode = src.stat().st_ino
+    store.move_file("m/mesh.glb", src)
+    assert store.path_for("m/mesh.glb").stat().st_ino == inode
+    assert _local_files(tmp_path / "store") == ["m/mesh.glb"]
+
+
+def test_local_move_file_copies_across_filesystems(tmp_path: Path, monkeypatch) -> None:
+    store, src = LocalMeshStore(tmp_path / "store"), tmp_path / "mesh.glb"
+    src.write_bytes(b"glb")
+    real_replace = os.replace
+
+    def replace(a, b):  # what rename(2) answers for a source on another filesystem
+        if Path(a) == src:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_replace(a, b)
+
+    monkeypatch.setattr("hunyuan_assets.core.store.os.replace", replace)
+    store.move_file("m/mesh.glb", src)
+    assert store.get_bytes("m/mesh.glb") == b"glb"
+    assert not src.exists()
+    assert _local_files(tmp_path / "store") == ["m/mesh.glb"]
+
+
 def test_uris(tmp_path: Path, s3_client, s3_bucket: str) -> None:
     local = LocalMeshStore(tmp_path / "my store")
     assert local.uri_for("a/b.glb") == (tmp_path / "my store" / "a" / "b.glb").as_uri()

@@ -268,7 +268,7 @@ class Hunyuan3DClient:
                 self._p.check_download(req, r.status_code, r.headers, limit, pid)
                 total = 0
                 with part.open("wb") as fh:
-                    for chunk in r.iter_bytes(_CHUNK):
+                    for chunk in r.iter_bytes():  # as read: no re-chunking copies
                         total += len(chunk)
                         if total > limit:
                             raise self._p.too_large(req, limit, total, pid)
@@ -513,7 +513,7 @@ class AsyncHunyuan3DClient:
                 self._p.check_download(req, r.status_code, r.headers, limit, pid)
                 total = 0
                 with part.open("wb") as fh:  # small local writes; fsync goes to a thread
-                    async for chunk in r.aiter_bytes(_CHUNK):
+                    async for chunk in r.aiter_bytes():  # as read: no re-chunking copies
                         total += len(chunk)
                         if total > limit:
                             raise self._p.too_large(req, limit, total, pid)

@@ -704,7 +704,7 @@ class MeshGenerator:
                 # Paid for, so kept for a look; the partition fails (its checks show why) and
                 # a new run submits it once more.
                 info, png, thumb, mesh_error = None, None, None, str(exc)
-            mesh_uri = await asyncio.to_thread(self.store.put_file, glb_key, local)
+            mesh_uri = await asyncio.to_thread(self.store.move_file, glb_key, local)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
         preview_uri = None
