@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import pickle
 import socket
 import threading
@@ -870,6 +871,21 @@ def test_async_download_limit_leaves_no_file(scripted, api_key: str, tmp_path: P
 
     asyncio.run(scenario())
     assert not dest.exists() and not dest.with_name("big.glb.part").exists()
+
+
+def test_async_download_of_several_mib_is_whole(scripted, api_key: str, tmp_path: Path) -> None:
+    """Bigger than the write batch (1 MiB) and not a multiple of it: every byte, in order."""
+    payload = os.urandom(3 * (1 << 20) + 4099)
+    scripted.script["/mesh.glb"] = [Reply(200, payload)]
+    dest = tmp_path / "mesh.glb"
+
+    async def scenario() -> int:
+        async with AsyncHunyuan3DClient(settings_for(scripted.base_url, api_key)) as client:
+            return await client.download(f"{scripted.base_url}/mesh.glb", dest)
+
+    assert asyncio.run(scenario()) == len(payload)
+    assert dest.read_bytes() == payload
+    assert [p.name for p in tmp_path.iterdir()] == ["mesh.glb"]
 
 
 # --------------------------------------------------------------------------- list and balance
