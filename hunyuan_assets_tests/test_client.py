@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -841,6 +841,36 @@ def test_async_generate_and_resume(emulator, api_key: str, image_path: Path, tmp
     assert stats["submissions"] == 2 and stats["uploads"] == 1
 
 
+def test_async_wait_that_is_told_the_forecast_polls_on_it_at_once(
+    emulator, api_key: str, image_path: Path
+) -> None:
+    """A wait without a forecast sleeps its adaptive interval (30 s here) unless `wake` is
+    set: then it plans again on the forecast just learned and polls within a second."""
+    slow = PollPolicy(initial_interval=30.0, max_interval=30.0, delay_cost=400.0, deadline=90)
+    known: list[CompletionForecast] = []
+
+    async def scenario() -> Prediction:
+        asked, wake = asyncio.Event(), asyncio.Event()
+
+        def forecast() -> CompletionForecast | None:
+            asked.set()
+            return known[0] if known else None
+
+        async with AsyncHunyuan3DClient(settings_for(emulator.base_url, api_key, poll=slow)) as c:
+            submitted = await c.submit(await c.upload(image_path))
+            assert submitted.submitted_at is not None
+            # Half a second old: inside the window below, where polls may be dense.
+            submitted = replace(submitted, submitted_at=submitted.submitted_at - timedelta(0, 0.5))
+            waiting = asyncio.create_task(c.wait(submitted, forecast=forecast, wake=wake))
+            await asyncio.wait_for(asked.wait(), 10)  # it planned its first poll: 30-60 s away
+            known.append(CompletionForecast(0.0, 20.0, 1.0))
+            wake.set()
+            return await asyncio.wait_for(waiting, 10)  # not 30 s: it woke and planned again
+
+    done = asyncio.run(scenario())
+    assert done.succeeded and done.observation is not None
+
+
 def test_async_submit_is_not_resent_and_get_retries(emulator, api_key: str, image_path: Path):
     async def scenario() -> tuple[WaveSpeedError, Prediction]:
         async with AsyncHunyuan3DClient(settings_for(emulator.base_url, api_key)) as client:
@@ -874,7 +904,7 @@ def test_async_download_limit_leaves_no_file(scripted, api_key: str, tmp_path: P
 
 
 def test_async_download_of_several_mib_is_whole(scripted, api_key: str, tmp_path: Path) -> None:
-    """Bigger than the write batch (1 MiB) and not a multiple of it: every byte, in order."""
+    """Many write batches (256 KiB) and not a multiple of one: every byte, in order."""
     payload = os.urandom(3 * (1 << 20) + 4099)
     scripted.script["/mesh.glb"] = [Reply(200, payload)]
     dest = tmp_path / "mesh.glb"

@@ -347,3 +347,81 @@ def test_three_cold_start_observations_already_give_a_window_around_the_truth() 
     ]
     forecast = forecast_completion(cold)
     assert forecast is not None and 1.0 < forecast.earliest < 2.5 and 3.5 < forecast.latest < 6.0
+
+
+def simulate_wave(count: int, duration: float, *, learn: bool) -> tuple[float, int]:
+    """`count` predictions submitted together on a cold start (no history), each completing
+    after `duration` s, on a fake clock. With `learn`, they share one forecast source, and
+    once it knows a window every wait still on the adaptive schedule plans its next poll
+    again, as `AsyncHunyuan3DClient.wait(..., wake=...)` does. Returns (mean noticing
+    delay, result requests)."""
+    clocks = Clocks()
+    observations: list[PollObservation] = []
+
+    def source() -> CompletionForecast | None:
+        return forecast_completion(observations)
+
+    plans = [
+        _WaitPlan(
+            parse_prediction({**raw("created"), "id": f"wave-{i}"}, submitted_at=T0),
+            PollPolicy(),
+            None,
+            clocks.mono,
+            forecast=source if learn else None,
+            now=clocks.wall,
+        )
+        for i in range(count)
+    ]
+    due = {i: plan.next_delay() for i, plan in enumerate(plans)}
+    noticed: list[float] = []
+    known = False
+    while due:
+        i = min(due, key=due.__getitem__)
+        clocks.now = due.pop(i)
+        status = "completed" if clocks.now >= duration else "processing"
+        seen = plans[i].observe(
+            parse_prediction(raw(status, inference_ms=round(1000 * (duration - 0.3))))
+        )
+        if plans[i].finish(seen):
+            noticed.append(clocks.now - duration)
+            assert seen.observation is not None
+            observations.append(seen.observation)
+        else:
+            due[i] = clocks.now + plans[i].next_delay()
+        if learn and not known and source() is not None:
+            known = True  # the wake: every wait still learning plans again, from now
+            for j in due:
+                if plans[j].waiting_to_learn:
+                    due[j] = clocks.now + plans[j].replan()
+    return statistics.mean(noticed), sum(plan.polls for plan in plans)
+
+
+@pytest.mark.parametrize(("count", "task", "at_most"), [(16, 3.0, 0.5), (100, 30.0, 0.2)])
+def test_a_cold_wave_learns_from_its_own_first_completions(count, task, at_most) -> None:
+    """Predictions submitted together with nothing known: on the adaptive schedule all poll
+    at the same moments (2, 5, 9.5, ... s) and notice equally late (3 s tasks at 5 s, 30 s
+    tasks at 41.6 s). Stretched apart, some notice the first completions early, the window
+    they give lets the rest poll inside it: far less late, and no more requests."""
+    alone_delay, alone_requests = simulate_wave(count, task, learn=False)
+    assert alone_delay == pytest.approx({3.0: 2.0, 30.0: 11.5625}[task])
+    delay, requests = simulate_wave(count, task, learn=True)
+    assert delay < at_most * alone_delay
+    assert requests <= alone_requests
+
+
+def test_only_a_wait_that_can_learn_stretches_its_schedule() -> None:
+    """A plain wait keeps the adaptive schedule exactly; a learning one stretches it by a
+    factor in [1, 2) fixed by its prediction id."""
+    clocks = Clocks()
+
+    def first_delay(prediction_id: str, forecast) -> float:
+        submitted = parse_prediction({**raw("created"), "id": prediction_id}, submitted_at=T0)
+        plan = _WaitPlan(submitted, PollPolicy(), None, clocks.mono, forecast=forecast)
+        return plan.next_delay()
+
+    assert {first_delay(f"p-{i}", None) for i in range(20)} == {2.0}
+    known = CompletionForecast(10.0, 20.0, 15.0)
+    assert {first_delay(f"p-{i}", known) for i in range(20)} == {first_delay("x", known)}
+    spread = [first_delay(f"p-{i}", lambda: None) for i in range(20)]
+    assert all(2.0 <= d < 4.0 for d in spread) and len(set(spread)) == 20
+    assert first_delay("p-7", lambda: None) == first_delay("p-7", lambda: None)

@@ -57,7 +57,7 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
-_WRITE_BATCH = 1 << 20
+_WRITE_BATCH = 256 * 1024  # bytes per write: few thread hops, little memory per download
 
 
 def _write_all(fh: BinaryIO, chunks: list[bytes], *, sync: bool = False) -> None:
@@ -405,12 +405,23 @@ class AsyncHunyuan3DClient:
         deadline: float | None = None,
         on_poll: Callable[[Prediction], Any] | None = None,
         forecast: Forecast = None,
+        wake: asyncio.Event | None = None,
     ) -> Prediction:
-        """As `Hunyuan3DClient.wait`; `on_poll` may be a plain function or a coroutine."""
+        """As `Hunyuan3DClient.wait`; `on_poll` may be a plain function or a coroutine.
+
+        `wake`, with a callable `forecast`: set it when the forecast becomes known. A wait
+        still on the adaptive schedule then plans its next poll at once on the learned one
+        (never sooner than the schedule allows), instead of sleeping out its interval."""
         plan = _WaitPlan(prediction, self.settings.poll, deadline, forecast=forecast)
         done = plan.already_done()
         while done is None:
             delay = plan.next_delay()
+            if delay and wake is not None and plan.waiting_to_learn and not wake.is_set():
+                try:
+                    await asyncio.wait_for(wake.wait(), delay)
+                    delay = plan.replan()  # the forecast is known now
+                except TimeoutError:
+                    delay = 0.0
             if delay:
                 await asyncio.sleep(delay)
             seen = plan.observe(await self.get(plan.prediction_id))
@@ -523,7 +534,7 @@ class AsyncHunyuan3DClient:
                 self._p.check_download(req, r.status_code, r.headers, limit, pid)
                 total, buffered, pending = 0, 0, []
                 with part.open("wb") as fh:
-                    # Writes go to a thread a MiB at a time: the kernel's copy into the page
+                    # Writes go to a thread 256 KiB at a time: the kernel's copy into the page
                     # cache (~3 ms per MB on a small VM) would otherwise block the loop.
                     async for chunk in r.aiter_bytes():  # as read: no re-chunking copies
                         total += len(chunk)

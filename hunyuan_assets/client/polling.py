@@ -18,6 +18,10 @@ model (`PollObservation`: completion lay between the last not-done poll and the 
 - gaps shorter than `initial_interval` (the provider asks for ~2 s) happen only inside the
   window, never under `burst_interval`, and at most `max_burst` times per wait;
 - after the window: the adaptive schedule again, from its start.
+
+A wait with no forecast yet but a source that may have one soon (a run still learning) keeps
+the adaptive schedule stretched by a factor in [1, 2) fixed per prediction, so predictions
+submitted together do not all poll at the same moments (`_WaitPlan` in protocol.py).
 """
 
 from __future__ import annotations

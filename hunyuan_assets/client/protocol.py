@@ -16,6 +16,7 @@ import mimetypes
 import random
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -854,6 +855,11 @@ class _BalancePlan:
 Forecast = CompletionForecast | Callable[[], CompletionForecast | None] | None
 
 
+def _spread(prediction_id: str) -> float:
+    """A fraction in [0, 1), fixed per prediction (so a wait's schedule is reproducible)."""
+    return zlib.crc32(prediction_id.encode()) / 2**32
+
+
 class _WaitPlan:
     """One `wait()`: when to poll, what a seen status means, what was observed (no I/O).
 
@@ -928,13 +934,41 @@ class _WaitPlan:
                 status=status,
                 prediction=self.last,
             )
-        if self.forecast is None and self._forecast_source is not None and self._own_origin:
+        learning = self.waiting_to_learn
+        if learning:
+            assert self._forecast_source is not None
             self.forecast = self._forecast_source()
             if self.forecast is not None:
                 self._schedule = PollSchedule(self.policy, self.forecast)
-        delay = max(0.0, min(self._schedule.next_poll(position) - position, remaining))
+        delay = self._schedule.next_poll(position) - position
+        if learning and self.forecast is None:
+            delay = self._spread(delay)
+        delay = max(0.0, min(delay, remaining))
         self._poll_at = position + delay
         return delay
+
+    def replan(self) -> float:
+        """`next_delay` again, once the forecast source may know more while a poll is planned:
+        the learned schedule's next poll if it is sooner than the planned one, else that."""
+        planned = self._poll_at
+        delay = self.next_delay()
+        left = planned - self._position()
+        if left < delay:
+            delay, self._poll_at = max(0.0, left), planned
+        return delay
+
+    def _spread(self, delay: float) -> float:
+        """Predictions submitted together would all poll at the same moments, and all notice
+        their completions equally late. Stretched by a factor in [1, 2) fixed per prediction,
+        their adaptive schedules cover the whole time line between them: some poll soon after
+        the first completions, and what they observe lets the others poll on a forecast
+        (`wake`, async client). A wait alone polls up to twice as sparsely until then."""
+        return delay * (1.0 + _spread(self.prediction_id))
+
+    @property
+    def waiting_to_learn(self) -> bool:
+        """No forecast yet, but a source that may have one later (our own submit: its clock)."""
+        return self.forecast is None and self._forecast_source is not None and self._own_origin
 
     def observe(self, seen: Prediction) -> Prediction:
         """A polled Prediction, with what this client observed added."""

@@ -229,6 +229,8 @@ class MeshGenerator:
         self._observations: list[PollObservation] = []
         self.loop_lag = LoopLag()  # read it after `run` to see whether anything held the loop
         self._new_observations: list[PollObservation] = []
+        # Set once this run can forecast: waits still on the adaptive schedule re-plan then.
+        self._forecast_known = asyncio.Event()
         self.source = source
         self.log = log
         self.registry = registry
@@ -275,6 +277,7 @@ class MeshGenerator:
         self._observations = await asyncio.to_thread(
             self.poll_history.observations, self.policy.model
         )
+        self._forecast_known = asyncio.Event()  # of this loop; set by `_learn`
         worker = asyncio.create_task(work())
         lag = asyncio.create_task(self.loop_lag.watch())
         try:
@@ -412,7 +415,9 @@ class MeshGenerator:
                 self.policy.run_id,
             )
             try:
-                prediction = await self.client.wait(target, forecast=self._forecast)
+                prediction = await self.client.wait(
+                    target, forecast=self._forecast, wake=self._forecast_known
+                )
                 await self._learn(prediction)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
                 forgotten = isinstance(exc, PredictionNotFoundError)
@@ -779,6 +784,8 @@ class MeshGenerator:
             return
         self._observations = [*self._observations[-99:], prediction.observation]
         self._new_observations.append(prediction.observation)
+        if not self._forecast_known.is_set() and self._forecast() is not None:
+            self._forecast_known.set()
         if len(self._new_observations) >= _OBSERVATIONS_PER_WRITE:
             await self._save_observations()
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from hunyuan_assets.client import WaveSpeedError
+from hunyuan_assets.core.gc_pauses import long_lived_objects_frozen
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.mesh_generation import (
     GenerationPolicy,
@@ -183,11 +184,12 @@ class MeshStep:
                 async for outcome in generator.run(items):
                     yield outcome
 
-        for outcome in iterate_async(outcomes):
-            if isinstance(outcome, RegistrationOutcome):
-                yield from self._registered(outcome, outcome.partition_key in registering)
-            else:
-                yield from self._meshed(outcome)
+        with long_lived_objects_frozen():  # full GCs would stall the loop ~0.1-0.5 s each
+            for outcome in iterate_async(outcomes):
+                if isinstance(outcome, RegistrationOutcome):
+                    yield from self._registered(outcome, outcome.partition_key in registering)
+                else:
+                    yield from self._meshed(outcome)
         yield from self._report_usage()
         self._raise_for_failures()
 
