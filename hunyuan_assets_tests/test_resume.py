@@ -589,3 +589,29 @@ def test_failed_prediction_then_rerun_logs_both_attempts(emulator, images_dir, t
     assert [(r["status"], r["attempt"]) for r in rows] == [("failed", 1), ("completed", 2)]
     assert "model crashed" in rows[0]["error"]
     assert rows[0]["prediction_id"] != rows[1]["prediction_id"]
+
+
+@pytest.mark.parametrize(("in_flight", "learn_together"), [(2, False), (8, True)])
+def test_waits_learn_together_only_with_many_in_flight(
+    emulator, tmp_path, in_flight, learn_together
+) -> None:
+    """From 8 predictions in flight, MeshGenerator's waits share a wake event (their
+    schedules stretched until the run can forecast); below that they poll plainly."""
+    given: list[object] = []
+
+    class Recording(AsyncHunyuan3DClient):
+        async def wait(self, prediction, **kwargs):  # type: ignore[override]
+            given.append(kwargs.get("wake"))
+            return await super().wait(prediction, **kwargs)
+
+    async def scenario():
+        request = await upload(emulator)
+        async with Recording(settings_for(emulator)) as client:
+            policy = GenerationPolicy(model=DEFAULT_MODEL, run_id="r1")
+            generator = MeshGenerator(client, LocalMeshStore(tmp_path), policy, in_flight)
+            return [o async for o in generator.run([request])]
+
+    [outcome] = asyncio.run(scenario())
+    assert outcome.status == "completed"
+    assert len(given) == 1
+    assert isinstance(given[0], asyncio.Event) is learn_together

@@ -409,10 +409,14 @@ class AsyncHunyuan3DClient:
     ) -> Prediction:
         """As `Hunyuan3DClient.wait`; `on_poll` may be a plain function or a coroutine.
 
-        `wake`, with a callable `forecast`: set it when the forecast becomes known. A wait
-        still on the adaptive schedule then plans its next poll at once on the learned one
-        (never sooner than the schedule allows), instead of sleeping out its interval."""
-        plan = _WaitPlan(prediction, self.settings.poll, deadline, forecast=forecast)
+        `wake`, with a callable `forecast`, for many waits that learn together: set it when
+        the forecast becomes known. Until then each wait's adaptive schedule is stretched by
+        a factor in [1, 2) fixed per prediction (so they do not all poll at the same moments);
+        once set, a wait still on it plans its next poll at once on the learned schedule
+        (never later than it had planned), instead of sleeping out its interval."""
+        plan = _WaitPlan(
+            prediction, self.settings.poll, deadline, forecast=forecast, spread=wake is not None
+        )
         done = plan.already_done()
         while done is None:
             delay = plan.next_delay()

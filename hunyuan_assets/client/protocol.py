@@ -877,8 +877,10 @@ class _WaitPlan:
         *,
         forecast: Forecast = None,
         now: Callable[[], datetime] = _now,
+        spread: bool = False,
     ) -> None:
         self.prior = target if isinstance(target, Prediction) else None
+        self._spread_out = spread  # stretch the schedule while learning (`_spread`)
         self.prediction_id = target.id if isinstance(target, Prediction) else target
         if not self.prediction_id:
             raise ValueError("prediction id is empty")
@@ -941,7 +943,7 @@ class _WaitPlan:
             if self.forecast is not None:
                 self._schedule = PollSchedule(self.policy, self.forecast)
         delay = self._schedule.next_poll(position) - position
-        if learning and self.forecast is None:
+        if learning and self.forecast is None and self._spread_out:
             delay = self._spread(delay)
         delay = max(0.0, min(delay, remaining))
         self._poll_at = position + delay

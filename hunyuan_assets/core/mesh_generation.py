@@ -195,6 +195,8 @@ WorkItem = ImageToRegister | MeshRequest
 Outcome = RegistrationOutcome | MeshOutcome
 _DONE = object()
 MAX_UPLOADS_AT_ONCE = 32
+# Predictions in flight from which waits learn together on a cold start (`client.wait(wake=)`).
+LEARN_TOGETHER_FROM = 8
 
 
 class MeshGenerator:
@@ -231,10 +233,12 @@ class MeshGenerator:
         self._new_observations: list[PollObservation] = []
         # Set once this run can forecast: waits still on the adaptive schedule re-plan then.
         self._forecast_known = asyncio.Event()
+        self._wake: asyncio.Event | None = None
         self.source = source
         self.log = log
         self.registry = registry
         self._rows = RowContext(policy.pipeline, policy.model, policy.run_id, policy.code_version)
+        self._max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
         # Submits are sent one at a time, with what is known of the provider's clock (see _send).
         self._sending = asyncio.Lock()
@@ -278,6 +282,10 @@ class MeshGenerator:
             self.poll_history.observations, self.policy.model
         )
         self._forecast_known = asyncio.Event()  # of this loop; set by `_learn`
+        # With few in flight the first completions come too late to inform the rest: the
+        # plain schedule then (simulated: bench_polling.py).
+        many = self._max_concurrency >= LEARN_TOGETHER_FROM
+        self._wake = self._forecast_known if many else None
         worker = asyncio.create_task(work())
         lag = asyncio.create_task(self.loop_lag.watch())
         try:
@@ -416,7 +424,7 @@ class MeshGenerator:
             )
             try:
                 prediction = await self.client.wait(
-                    target, forecast=self._forecast, wake=self._forecast_known
+                    target, forecast=self._forecast, wake=self._wake
                 )
                 await self._learn(prediction)
             except (PredictionNotFoundError, PredictionFailedError) as exc:
