@@ -44,6 +44,7 @@ from hunyuan_assets.emulator import EmulatorServer
 from hunyuan_assets.integration.backfill import add_image_partitions, materialize_images
 from hunyuan_assets.integration.factory import MeshPipeline
 from hunyuan_assets.integration.lineage import latest_materializations
+from hunyuan_assets_tests.fault_cases import make_images
 from hunyuan_assets_tests.helpers import FAST_POLL, MESHES, NAME, pipeline_for, with_hunyuan3d
 
 IMAGE = "mug.png"
@@ -615,3 +616,49 @@ def test_waits_learn_together_only_with_many_in_flight(
     assert outcome.status == "completed"
     assert len(given) == 1
     assert isinstance(given[0], asyncio.Event) is learn_together
+
+
+def test_a_wave_of_completions_downloads_at_most_32_at_once(emulator, tmp_path) -> None:
+    """40 in flight, completing together: the downloads are held back at 32 (each held open
+    until the rest either join it or all 40 predictions are done), so memory does not grow
+    with a wave of completions."""
+    count, state = 40, {"entered": 0, "peak": 0, "waited": 0}
+    gate = asyncio.Event()
+
+    def maybe_open() -> None:
+        if state["entered"] == count or (state["waited"] == count and state["entered"] >= 32):
+            gate.set()
+
+    class Gated(AsyncHunyuan3DClient):
+        async def wait(self, prediction, **kwargs):  # type: ignore[override]
+            done = await super().wait(prediction, **kwargs)
+            state["waited"] += 1
+            maybe_open()
+            return done
+
+        async def download(self, url, dest, **kwargs):  # type: ignore[override]
+            state["entered"] += 1
+            state["peak"] = max(state["peak"], state["entered"])
+            maybe_open()
+            await gate.wait()
+            try:
+                return await super().download(url, dest, **kwargs)
+            finally:
+                state["entered"] -= 1
+
+    images = make_images(tmp_path / "images", count)
+
+    async def scenario():
+        async with Gated(settings_for(emulator)) as client:
+            requests = []
+            for path in images:
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                url = await client.upload(path)
+                requests.append(MeshRequest(path.name, str(path), sha, url))
+            policy = GenerationPolicy(model=DEFAULT_MODEL, run_id="r1")
+            generator = MeshGenerator(client, LocalMeshStore(tmp_path / "store"), policy, count)
+            return [o async for o in generator.run(requests)]
+
+    outcomes = asyncio.run(scenario())
+    assert [o.status for o in outcomes] == ["completed"] * count
+    assert state["peak"] == 32

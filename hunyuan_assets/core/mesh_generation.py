@@ -195,6 +195,7 @@ WorkItem = ImageToRegister | MeshRequest
 Outcome = RegistrationOutcome | MeshOutcome
 _DONE = object()
 MAX_UPLOADS_AT_ONCE = 32
+MAX_DOWNLOADS_AT_ONCE = 32
 # Predictions in flight from which waits learn together on a cold start (`client.wait(wake=)`).
 LEARN_TOGETHER_FROM = 8
 
@@ -247,6 +248,9 @@ class MeshGenerator:
         # Uploads are short: a few dozen at once keep ahead of any number of predictions,
         # without opening hundreds of connections in the same instant.
         self._uploads = asyncio.Semaphore(min(2 * max_concurrency, MAX_UPLOADS_AT_ONCE))
+        # A wave of completions (300 at once at C=300) would download all at once: as fast
+        # with 32 on a few cores, and without 300 sets of buffers in memory.
+        self._downloads = asyncio.Semaphore(min(max_concurrency, MAX_DOWNLOADS_AT_ONCE))
         self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
         self._primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
@@ -706,7 +710,8 @@ class MeshGenerator:
         try:
             local = Path(tmp) / "mesh.glb"
             try:
-                await self._download(prediction, local, prefix, record)
+                async with self._downloads:
+                    await self._download(prediction, local, prefix, record)
             except OutputDownloadError as exc:
                 return self._download_failed(request, record, prediction, exc)
             try:
