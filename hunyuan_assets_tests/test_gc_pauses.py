@@ -19,6 +19,18 @@ def test_frozen_while_anyone_needs_it_and_given_back_after() -> None:
     assert gc.get_freeze_count() == 0  # nothing stays uncollectable
 
 
+def test_a_freeze_made_by_the_process_itself_is_kept() -> None:
+    gc.freeze()  # what a preloading server does before it forks
+    try:
+        before = gc.get_freeze_count()
+        with long_lived_objects_frozen():
+            assert gc.get_freeze_count() >= before
+        assert gc.get_freeze_count() >= before  # not unfrozen behind its back
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_mesh_step_runs_with_long_lived_objects_frozen(
     emulator, instance, images_dir, tmp_path, monkeypatch
 ) -> None:

@@ -21,14 +21,18 @@ __all__ = ["long_lived_objects_frozen"]
 
 _lock = threading.Lock()
 _users = 0
+_give_back = False  # whether the last user unfreezes (not when the process had frozen first)
 
 
 @contextmanager
 def long_lived_objects_frozen() -> Iterator[None]:
-    """Freeze the objects alive at entry for the duration (nestable, thread-safe)."""
-    global _users
+    """Freeze the objects alive at entry for the duration (nestable, thread-safe). A process
+    that froze objects itself (e.g. a server preloading before fork) keeps its freeze: then
+    nothing is unfrozen afterwards, as `gc.unfreeze` cannot tell whose objects are whose."""
+    global _users, _give_back
     with _lock:
         if _users == 0:
+            _give_back = gc.get_freeze_count() == 0
             gc.freeze()
         _users += 1
     try:
@@ -36,5 +40,5 @@ def long_lived_objects_frozen() -> Iterator[None]:
     finally:
         with _lock:
             _users -= 1
-            if _users == 0:
+            if _users == 0 and _give_back:
                 gc.unfreeze()
