@@ -200,7 +200,7 @@ def _cold_wave(count: int, task_s: float, *, learn: bool, seed: int) -> tuple[fl
             lambda: clock[0],
             forecast=source if learn else None,
             now=lambda: start + timedelta(seconds=clock[0]),
-            spread=learn,
+            stretch=learn,
         )
         for i in range(count)
     ]

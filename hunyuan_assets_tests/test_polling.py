@@ -369,7 +369,7 @@ def simulate_wave(count: int, duration: float, *, learn: bool) -> tuple[float, i
             clocks.mono,
             forecast=source if learn else None,
             now=clocks.wall,
-            spread=learn,
+            stretch=learn,
         )
         for i in range(count)
     ]
@@ -412,19 +412,19 @@ def test_a_cold_wave_learns_from_its_own_first_completions(count, task, at_most)
 
 def test_only_waits_that_learn_together_stretch_their_schedule() -> None:
     """A plain wait keeps the adaptive schedule exactly, and so does a learning one alone;
-    learning together (`spread`, the async client's `wake`) stretches it by a factor in
+    learning together (`stretch`, the async client's `wake`) stretches it by a factor in
     [1, 2) fixed by the prediction id."""
     clocks = Clocks()
 
-    def first_delay(prediction_id: str, forecast, spread: bool = True) -> float:
+    def first_delay(prediction_id: str, forecast, stretch: bool = True) -> float:
         submitted = parse_prediction({**raw("created"), "id": prediction_id}, submitted_at=T0)
         plan = _WaitPlan(
-            submitted, PollPolicy(), None, clocks.mono, forecast=forecast, spread=spread
+            submitted, PollPolicy(), None, clocks.mono, forecast=forecast, stretch=stretch
         )
         return plan.next_delay()
 
     assert {first_delay(f"p-{i}", None) for i in range(20)} == {2.0}
-    assert {first_delay(f"p-{i}", lambda: None, spread=False) for i in range(20)} == {2.0}
+    assert {first_delay(f"p-{i}", lambda: None, stretch=False) for i in range(20)} == {2.0}
     known = CompletionForecast(10.0, 20.0, 15.0)
     assert {first_delay(f"p-{i}", known) for i in range(20)} == {first_delay("x", known)}
     spread = [first_delay(f"p-{i}", lambda: None) for i in range(20)]

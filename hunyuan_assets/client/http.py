@@ -415,7 +415,7 @@ class AsyncHunyuan3DClient:
         once set, a wait still on it plans its next poll at once on the learned schedule
         (never later than it had planned), instead of sleeping out its interval."""
         plan = _WaitPlan(
-            prediction, self.settings.poll, deadline, forecast=forecast, spread=wake is not None
+            prediction, self.settings.poll, deadline, forecast=forecast, stretch=wake is not None
         )
         done = plan.already_done()
         while done is None:

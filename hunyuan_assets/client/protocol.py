@@ -855,9 +855,9 @@ class _BalancePlan:
 Forecast = CompletionForecast | Callable[[], CompletionForecast | None] | None
 
 
-def _spread(prediction_id: str) -> float:
-    """A fraction in [0, 1), fixed per prediction (so a wait's schedule is reproducible)."""
-    return zlib.crc32(prediction_id.encode()) / 2**32
+def _stretch_factor(prediction_id: str) -> float:
+    """In [1, 2), fixed per prediction (so a wait's schedule is reproducible)."""
+    return 1.0 + zlib.crc32(prediction_id.encode()) / 2**32
 
 
 class _WaitPlan:
@@ -877,10 +877,10 @@ class _WaitPlan:
         *,
         forecast: Forecast = None,
         now: Callable[[], datetime] = _now,
-        spread: bool = False,
+        stretch: bool = False,
     ) -> None:
         self.prior = target if isinstance(target, Prediction) else None
-        self._spread_out = spread  # stretch the schedule while learning (`_spread`)
+        self._stretch = stretch  # stretch the adaptive schedule while learning (`_stretched`)
         self.prediction_id = target.id if isinstance(target, Prediction) else target
         if not self.prediction_id:
             raise ValueError("prediction id is empty")
@@ -943,8 +943,8 @@ class _WaitPlan:
             if self.forecast is not None:
                 self._schedule = PollSchedule(self.policy, self.forecast)
         delay = self._schedule.next_poll(position) - position
-        if learning and self.forecast is None and self._spread_out:
-            delay = self._spread(delay)
+        if learning and self.forecast is None and self._stretch:
+            delay = self._stretched(delay)
         delay = max(0.0, min(delay, remaining))
         self._poll_at = position + delay
         return delay
@@ -959,13 +959,13 @@ class _WaitPlan:
             delay, self._poll_at = max(0.0, left), planned
         return delay
 
-    def _spread(self, delay: float) -> float:
+    def _stretched(self, delay: float) -> float:
         """Predictions submitted together would all poll at the same moments, and all notice
         their completions equally late. Stretched by a factor in [1, 2) fixed per prediction,
         their adaptive schedules cover the whole time line between them: some poll soon after
         the first completions, and what they observe lets the others poll on a forecast
         (`wake`, async client). A wait alone polls up to twice as sparsely until then."""
-        return delay * (1.0 + _spread(self.prediction_id))
+        return delay * _stretch_factor(self.prediction_id)
 
     @property
     def waiting_to_learn(self) -> bool:
