@@ -10,22 +10,21 @@ from hunyuan_assets_tests.helpers import partition_keys, pipeline_for
 
 def test_frozen_while_anyone_needs_it_and_given_back_after() -> None:
     assert gc.get_freeze_count() == 0
+    # (A frozen object can still be freed by reference counting: counts may drop a little.)
     with long_lived_objects_frozen():
-        frozen = gc.get_freeze_count()
-        assert frozen > 10_000  # the interpreter's, pytest's, Dagster's objects
+        assert gc.get_freeze_count() > 10_000  # the interpreter's, pytest's, Dagster's objects
         with long_lived_objects_frozen():  # nested (another step): still frozen
-            assert gc.get_freeze_count() >= frozen
-        assert gc.get_freeze_count() >= frozen
+            assert gc.get_freeze_count() > 10_000
+        assert gc.get_freeze_count() > 10_000  # the outer user still needs it
     assert gc.get_freeze_count() == 0  # nothing stays uncollectable
 
 
 def test_a_freeze_made_by_the_process_itself_is_kept() -> None:
     gc.freeze()  # what a preloading server does before it forks
     try:
-        before = gc.get_freeze_count()
         with long_lived_objects_frozen():
-            assert gc.get_freeze_count() >= before
-        assert gc.get_freeze_count() >= before  # not unfrozen behind its back
+            assert gc.get_freeze_count() > 10_000
+        assert gc.get_freeze_count() > 10_000  # not unfrozen behind its back
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
