@@ -747,3 +747,53 @@ def test_mesh_work_analyses_in_a_worker_process(tmp_path: Path, checker_sphere_g
     finally:
         mesh_work.shutdown()
     assert analysis == analyse_glb(good, preview_size=128)
+
+
+def _pool_workers() -> list:
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process().children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())
+        and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def test_a_killed_worker_is_replaced_once_and_every_analysis_finishes(
+    tmp_path: Path, checker_sphere_glb: bytes, monkeypatch
+) -> None:
+    """A worker killed (as by the OOM killer) while 24 analyses are queued: every queued one
+    fails at once with BrokenProcessPool; one new pool replaces the broken one and all 24
+    finish. (Each failing caller used to stop the *current* pool, the replacement too: some
+    analyses failed and a cascade of pools filled the memory.)"""
+    import asyncio
+    import os
+    import signal
+
+    from hunyuan_assets.core import mesh_work
+
+    mesh = tmp_path / "mesh.glb"
+    mesh.write_bytes(checker_sphere_glb)
+    pools = []
+    real_pool = mesh_work.ProcessPoolExecutor
+
+    def counted_pool(*args, **kwargs):
+        pools.append(real_pool(*args, **kwargs))
+        return pools[-1]
+
+    mesh_work.shutdown()  # a pool of an earlier test would not be counted
+    monkeypatch.setattr(mesh_work, "ProcessPoolExecutor", counted_pool)
+
+    async def scenario() -> list[MeshAnalysis]:
+        tasks = [asyncio.create_task(mesh_work.analyse(mesh, preview_size=512)) for _ in range(24)]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)  # the workers are up
+        os.kill(_pool_workers()[0].pid, signal.SIGKILL)
+        return list(await asyncio.gather(*tasks))
+
+    try:
+        analyses = asyncio.run(scenario())
+        assert len(analyses) == 24 and all(isinstance(a, MeshAnalysis) for a in analyses)
+        assert len(pools) == 2  # the first and one replacement, not a cascade
+    finally:
+        mesh_work.shutdown()

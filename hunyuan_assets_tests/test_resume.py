@@ -662,3 +662,51 @@ def test_a_wave_of_completions_downloads_at_most_32_at_once(emulator, tmp_path) 
     outcomes = asyncio.run(scenario())
     assert [o.status for o in outcomes] == ["completed"] * count
     assert state["peak"] == 32
+
+
+def test_an_analysis_worker_that_keeps_dying_fails_the_partition_and_costs_nothing_more(
+    emulator, tmp_path, monkeypatch
+) -> None:
+    """The pool breaks again after its replacement: the partition fails as transient (its
+    row names the paid-for prediction), the record stays pending, and the next run downloads
+    and analyses the same output: still one submission."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from hunyuan_assets.core import mesh_generation
+
+    async def dies(*args, **kwargs):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    store = LocalMeshStore(tmp_path / "store")
+
+    async def attempt(run_id: str):
+        request = await upload(emulator)
+        async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+            policy = GenerationPolicy(
+                model=DEFAULT_MODEL, run_id=run_id, analysis_in_processes=True
+            )
+            generator = MeshGenerator(client, store, policy, 2, log=PredictionLog(store))
+            [outcome] = [o async for o in generator.run([request])]
+        return outcome
+
+    monkeypatch.setattr(mesh_generation.mesh_work, "analyse", dies)
+    failed = asyncio.run(attempt("r1"))
+    assert failed.status == "failed" and failed.transient
+    assert "died twice" in (failed.error or "") and failed.prediction is not None
+    assert PredictionRecords(store).latest(PREFIX).state == "pending"
+    monkeypatch.undo()
+    try:
+        done = asyncio.run(attempt("r2"))
+    finally:
+        mesh_work_shutdown()
+    assert done.status == "completed" and done.prediction.id == failed.prediction.id
+    assert emulator.stats()["submissions"] == 1
+    log = PredictionLog(store).read()
+    assert set(log["prediction_id"]) == {failed.prediction.id}
+    assert sorted(log["status"]) == ["completed", "failed"]
+
+
+def mesh_work_shutdown() -> None:
+    from hunyuan_assets.core import mesh_work
+
+    mesh_work.shutdown()

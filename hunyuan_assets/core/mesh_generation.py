@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -722,6 +723,10 @@ class MeshGenerator:
                 # Paid for, so kept for a look; the partition fails (its checks show why) and
                 # a new run submits it once more.
                 info, png, thumb, mesh_error = None, None, None, str(exc)
+            except BrokenProcessPool:
+                # The worker died twice (killed, out of memory): not the mesh's fault. The
+                # record stays pending, so a new attempt downloads it again, paying nothing.
+                return self._analysis_died(request, record, prediction)
             mesh_uri = await asyncio.to_thread(self.store.move_file, glb_key, local)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
@@ -788,6 +793,17 @@ class MeshGenerator:
         )
         expired = isinstance(exc, OutputExpiredError)
         return replace(outcome, cost_usd=self._price) if expired else outcome
+
+    def _analysis_died(
+        self, request: MeshRequest, record: PredictionRecord, prediction: Prediction
+    ) -> MeshOutcome:
+        error = RuntimeError(
+            f"the process analysing the output of prediction {prediction.id} died twice "
+            "(killed, or out of memory?); the output is paid for and kept pending: a new run "
+            "downloads and analyses it again, without a new prediction"
+        )
+        outcome = _failure(request, error, transient=True, attempt=record.generation)
+        return replace(outcome, prediction=prediction, details={"prediction_id": prediction.id})
 
     def _forecast(self) -> CompletionForecast | None:
         return forecast_completion(self._observations)

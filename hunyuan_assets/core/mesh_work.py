@@ -53,10 +53,14 @@ async def analyse(path: Path, *, preview_size: int, thumbnail_edge: int = 192) -
         analyse_glb, Path(path), preview_size=preview_size, thumbnail_edge=thumbnail_edge
     )
     loop = asyncio.get_running_loop()
+    pool = _executor()
     try:
-        return await loop.run_in_executor(_executor(), work)
+        return await loop.run_in_executor(pool, work)
     except BrokenProcessPool:
-        _stop(wait=False)  # a broken pool: its processes are gone, start new ones
+        # Its processes are gone (one was killed: out of memory, ...). Every analysis queued
+        # on it fails at once; the first to get here replaces it, the others just use the new
+        # one (stopping "the current pool" instead would kill the replacement under them).
+        _stop(wait=False, only=pool)
         return await loop.run_in_executor(_executor(), work)
 
 
@@ -65,9 +69,12 @@ def shutdown() -> None:
     _stop(wait=True)
 
 
-def _stop(*, wait: bool) -> None:
+def _stop(*, wait: bool, only: ProcessPoolExecutor | None = None) -> None:
+    """Stop the current pool (or only `only`, if it still is the current one)."""
     global _pool
     with _lock:
+        if only is not None and _pool is not only:
+            return
         pool, _pool = _pool, None
     if pool is not None:
         pool.shutdown(wait=wait, cancel_futures=True)
