@@ -240,7 +240,9 @@ class MeshGenerator:
         self.log = log
         self.registry = registry
         self._rows = RowContext(policy.pipeline, policy.model, policy.run_id, policy.code_version)
-        self._max_concurrency = max_concurrency
+        # With few in flight the first completions come too late to inform the rest: the
+        # plain schedule then (simulated: bench_polling.py).
+        self._learn_together = max_concurrency >= LEARN_TOGETHER_FROM
         self._slots = asyncio.Semaphore(max_concurrency)
         # Submits are sent one at a time, with what is known of the provider's clock (see _send).
         self._sending = asyncio.Lock()
@@ -287,10 +289,7 @@ class MeshGenerator:
             self.poll_history.observations, self.policy.model
         )
         self._forecast_known = asyncio.Event()  # of this loop; set by `_learn`
-        # With few in flight the first completions come too late to inform the rest: the
-        # plain schedule then (simulated: bench_polling.py).
-        many = self._max_concurrency >= LEARN_TOGETHER_FROM
-        self._wake = self._forecast_known if many else None
+        self._wake = self._forecast_known if self._learn_together else None
         worker = asyncio.create_task(work())
         lag = asyncio.create_task(self.loop_lag.watch())
         try:

@@ -216,9 +216,7 @@ class LocalMeshStore(MeshStore):
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            uri = self.put_file(key, src)
-            src.unlink(missing_ok=True)
-            return uri
+            return super().move_file(key, src)  # copy, then remove the source
         self._fsync_dir(path.parent)
         return path.as_uri()
 
