@@ -20,6 +20,7 @@ from hunyuan_assets.integration.compat import (
     apply_dynamic_partitions_requests,
     instance_with_recording_launcher,
     instigator_ticks,
+    latest_materialization_target,
     partition_range_of,
     partition_range_tags,
     report_run_failed,
@@ -298,11 +299,17 @@ def test_report_run_failed_fails_a_started_run_for_a_retry(instance, started_run
 
 
 def test_a_held_connection_keeps_sqlite_from_checkpointing_on_every_event(tmp_path):
-    """The contract `sqlite_databases_held_open` relies on: the demo's instance keeps its event
-    log in WAL mode under history/, opens and closes a connection per event, and the last
-    close removes the WAL (a checkpoint, with fsyncs); one idle connection held open keeps the
-    WAL, and every event is still there for other connections."""
-    (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
+    """The contract `sqlite_databases_held_open` relies on: Dagster's own consolidated SQLite
+    event log (a demo home with a dagster.yaml of the user's) keeps its event log in WAL mode
+    under history/, opens and closes a connection per event, and the last close removes the
+    WAL (a checkpoint, with fsyncs); one idle connection held open keeps the WAL, and every
+    event is still there for other connections."""
+    dagsters_own = single_process_instance_yaml(str(tmp_path)).replace(
+        "module: hunyuan_assets.integration.compat\n  class: SingleProcessSqliteEventLogStorage",
+        "module: dagster._core.storage.event_log\n  class: ConsolidatedSqliteEventLogStorage",
+    )
+    assert "class: ConsolidatedSqliteEventLogStorage" in dagsters_own
+    (tmp_path / "dagster.yaml").write_text(dagsters_own)
     wal = tmp_path / "history" / "event_log.db-wal"
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization("before"))
@@ -348,6 +355,37 @@ def test_the_demo_event_log_makes_one_engine_and_reads_like_dagsters_own(tmp_pat
         assert plain.get_latest_materialization_events([dg.AssetKey(key)])[dg.AssetKey(key)]
 
 
+def test_the_demo_event_log_reuses_its_connections_and_a_forked_child_makes_its_own(
+    tmp_path, monkeypatch
+):
+    """Events after the first open no new SQLite connection (Dagster's own opens several per
+    event, each reading the schema again). A child process (another pid) gets an engine of
+    its own and leaves its parent's connections open: they are the parent's."""
+    from hunyuan_assets.integration import compat
+
+    (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, SingleProcessSqliteEventLogStorage)
+        instance.report_runless_asset_event(dg.AssetMaterialization("warm_up"))
+        engine = storage._engine
+        opened = []
+        sqlalchemy.event.listen(engine, "connect", lambda *_: opened.append(1))
+        for i in range(6):
+            instance.report_runless_asset_event(dg.AssetMaterialization(f"event_{i}"))
+        assert opened == []
+        assert engine.pool.checkedin() >= 1  # idle, kept for the next event
+
+        closed = []
+        sqlalchemy.event.listen(engine, "close", lambda *_: closed.append(1))
+        monkeypatch.setattr(compat.os, "getpid", lambda: -1)  # as in a forked child
+        assert storage._engine is not engine
+        assert closed == []  # the parent's connections are left to the parent
+        monkeypatch.undo()
+        instance.report_runless_asset_event(dg.AssetMaterialization("after"))
+        assert instance.get_latest_materialization_event(dg.AssetKey("after")) is not None
+
+
 def test_the_demo_event_log_commits_to_its_wal_without_an_fsync(tmp_path):
     """Its connections run WAL with synchronous=NORMAL (1): no fsync per commit, yet no
     corruption possible. Dagster's own connections keep SQLite's default FULL (2)."""
@@ -362,3 +400,50 @@ def test_the_demo_event_log_commits_to_its_wal_without_an_fsync(tmp_path):
         plain = SingleProcessSqliteEventLogStorage.__mro__[1](str(tmp_path / "history"))
         with plain._connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def materialization_target_as_dagster_reads_it(instance, asset_key, partition):
+    """(storage id, run id, timestamp) of the partition's latest materialization, read the
+    slow, public way: the whole record."""
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    return record.storage_id, record.run_id, record.timestamp
+
+
+@pytest.mark.parametrize("yaml", ["demo", "dagster"])
+def test_a_checks_target_is_the_partitions_latest_materialization(tmp_path, yaml):
+    """The one-query target agrees with the whole record, to the microsecond, on the demo's
+    event log and on Dagster's own; a newer materialization of the partition becomes the
+    target; another partition's or asset's does not; none yet: None."""
+    config = single_process_instance_yaml(str(tmp_path))
+    if yaml == "dagster":
+        config = "telemetry:\n  enabled: false\n"
+    (tmp_path / "dagster.yaml").write_text(config)
+    asset, other = dg.AssetKey(["team", "meshes"]), dg.AssetKey("other")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert latest_materialization_target(instance, asset, "a.png") is None
+        for key, partition in [
+            (asset, "a.png"),
+            (asset, "a.png"),
+            (asset, "b.png"),
+            (other, "a.png"),
+        ]:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(key, partition=partition, metadata={"n": 1})
+            )
+        for partition in ("a.png", "b.png"):
+            target = latest_materialization_target(instance, asset, partition)
+            storage_id, run_id, timestamp = materialization_target_as_dagster_reads_it(
+                instance, asset, partition
+            )
+            assert (target.storage_id, target.run_id) == (storage_id, run_id)
+            assert target.timestamp == pytest.approx(timestamp, abs=1e-6)
+        first_of_a = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset, asset_partitions=["a.png"]), limit=2
+        ).records[-1]
+        assert (
+            latest_materialization_target(instance, asset, "a.png").storage_id
+            > first_of_a.storage_id
+        )
+        assert latest_materialization_target(instance, asset, "c.png") is None

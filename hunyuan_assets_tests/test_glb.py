@@ -797,3 +797,59 @@ def test_a_killed_worker_is_replaced_once_and_every_analysis_finishes(
         assert len(pools) == 2  # the first and one replacement, not a cascade
     finally:
         mesh_work.shutdown()
+
+
+_HOST_MAIN = """
+import asyncio, os, sys
+from pathlib import Path
+
+with open(os.environ["MARKS"], "a") as marks:  # every import of this module leaves a mark
+    marks.write(f"{os.getpid()}\\n")
+
+if __name__ == "__main__":
+    from hunyuan_assets.core import mesh_work
+
+    main = sys.modules["__main__"]
+    before = (main.__spec__, main.__dict__.get("__file__"))
+    async def four():
+        return await asyncio.gather(
+            *[mesh_work.analyse(Path(sys.argv[1]), preview_size=64) for _ in range(4)]
+        )
+
+    analyses = asyncio.run(asyncio.wait_for(four(), 60))
+    assert len(analyses) == 4
+    assert (main.__spec__, main.__dict__.get("__file__")) == before  # given back unchanged
+    workers = {child for child in mesh_work._executor()._processes}
+    mesh_work.shutdown()
+    print(" ".join(str(pid) for pid in sorted(workers)))
+"""
+
+
+@pytest.mark.parametrize("started_as", ["script", "module"])
+def test_analysis_workers_do_not_run_the_parents_main_module(
+    tmp_path: Path, checker_sphere_glb: bytes, started_as: str
+) -> None:
+    """A spawned child runs its parent's main module again before its first task (for
+    `hunyuan-assets demo`: all of Dagster, ~2.3 CPU-s and ~190 MB per worker; a script without
+    the `__main__` guard: its whole pipeline). Both ways a main module is known to spawn (a
+    path, `python script.py`; a name, `python -m module`): only the parent ran it."""
+    import os
+    import subprocess
+    import sys
+
+    mesh = tmp_path / "mesh.glb"
+    mesh.write_bytes(checker_sphere_glb)
+    (tmp_path / "host_main.py").write_text(_HOST_MAIN)
+    marks = tmp_path / "marks"
+    command = [
+        sys.executable,
+        *(["host_main.py"] if started_as == "script" else ["-m", "host_main"]),
+    ]
+    env = {**os.environ, "MARKS": str(marks), "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [*command, str(mesh)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    workers = done.stdout.split()
+    assert workers  # the analyses ran in worker processes
+    assert len(marks.read_text().split()) == 1, (marks.read_text(), workers)  # the parent's only

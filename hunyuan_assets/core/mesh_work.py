@@ -6,9 +6,12 @@ downloads) for as long. A small pool of worker processes runs it beside them ins
 
 The pool is made on first use, one per process (a forked child makes its own), with the
 "spawn" start method: forking a process that runs threads (Dagster's, httpx's) can copy a
-held lock into the child. Spawned workers import the main module again, so a script that
-uses this needs the usual `if __name__ == "__main__":` guard. Each worker costs ~0.2 s of
-CPU to start and ~65 MB; the pool pays in a process that analyses more than a few meshes.
+held lock into the child. A spawned child normally runs the parent's main module again
+before its first task; these workers do not (`_without_parent_main`): the analysis needs
+nothing from it, and for `hunyuan-assets demo` or a user's script that is all of Dagster
+(~2.3 s of CPU and ~190 MB per worker), or a whole pipeline run again in a script without
+the `if __name__ == "__main__":` guard. Each worker costs ~0.2 s of CPU to start and ~65 MB;
+the pool pays in a process that analyses more than a few meshes.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -52,16 +58,41 @@ async def analyse(path: Path, *, preview_size: int, thumbnail_edge: int = 192) -
     work = partial(
         analyse_glb, Path(path), preview_size=preview_size, thumbnail_edge=thumbnail_edge
     )
-    loop = asyncio.get_running_loop()
     pool = _executor()
     try:
-        return await loop.run_in_executor(pool, work)
+        return await asyncio.wrap_future(_submit(pool, work))
     except BrokenProcessPool:
         # Its processes are gone (one was killed: out of memory, ...). Every analysis queued
         # on it fails at once; the first to get here replaces it, the others just use the new
         # one (stopping "the current pool" instead would kill the replacement under them).
         _stop(wait=False, only=pool)
-        return await loop.run_in_executor(_executor(), work)
+        return await asyncio.wrap_future(_submit(_executor(), work))
+
+
+def _submit(pool: ProcessPoolExecutor, work: partial) -> Future:
+    """`pool.submit(work)`; a worker it starts (spawn starts them on submit, in this thread)
+    does not run the parent's main module."""
+    with _without_parent_main():
+        return pool.submit(work)
+
+
+@contextmanager
+def _without_parent_main() -> Iterator[None]:
+    """Hide the main module's name and path from `multiprocessing.spawn`, which reads them
+    while starting a child to have the child import it again (as `__mp_main__`). Hidden for
+    the `submit` call only: microseconds, or the few milliseconds of starting a worker."""
+    main = sys.modules["__main__"]
+    names = ("__spec__", "__file__")
+    saved = {name: main.__dict__[name] for name in names if name in main.__dict__}
+    with _lock:
+        main.__spec__ = None  # spawn reads the attribute: it must exist
+        main.__dict__.pop("__file__", None)
+        try:
+            yield
+        finally:
+            for name in names:
+                main.__dict__.pop(name, None)
+            main.__dict__.update(saved)
 
 
 def shutdown() -> None:
