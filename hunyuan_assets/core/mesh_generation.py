@@ -47,6 +47,7 @@ from hunyuan_assets.client.polling import (
 from hunyuan_assets.core import mesh_work
 from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
 from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
+from hunyuan_assets.core.group_writes import GroupWriter
 from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.loop_lag import LoopLag
 from hunyuan_assets.core.poll_history import PollHistory
@@ -266,6 +267,7 @@ class MeshGenerator:
     async def run(self, items: Sequence[WorkItem]) -> AsyncIterator[Outcome]:
         """Yield outcomes as they finish. Identical pictures share one prediction."""
         results: asyncio.Queue = asyncio.Queue(maxsize=self._buffer)
+        kept: GroupWriter[Outcome] = GroupWriter(self._keep)
 
         async def emit(outcome: Outcome) -> None:
             if isinstance(outcome, MeshOutcome):
@@ -273,8 +275,8 @@ class MeshGenerator:
                 if earlier:
                     outcome = replace(outcome, superseded=tuple(earlier))
             # Logged (and a registration kept) before anyone hears of it: nothing is lost if
-            # the process dies while the consumer reports it.
-            await asyncio.to_thread(self._keep, outcome)
+            # the process dies while the consumer reports it. In groups (group_writes.py).
+            await kept.write(outcome)
             await results.put(outcome)
 
         async def work() -> None:
@@ -302,16 +304,21 @@ class MeshGenerator:
             lag.cancel()
             await self._save_observations()
 
-    def _keep(self, outcome: Outcome) -> None:
-        if isinstance(outcome, RegistrationOutcome):
-            registration = outcome.registration
-            if registration.ok and registration.info is not None:
-                if self.registry is not None:
-                    self.registry.put(registration)
-            elif self.log is not None:
-                self.log.append([registration_failure_row(self._rows, registration)])
-        elif self.log is not None:
-            self.log.append(outcome_rows(self._rows, outcome))
+    def _keep(self, outcomes: list[Outcome]) -> None:
+        """Keep each registration and log every outcome's rows, in one parquet file."""
+        rows = []
+        for outcome in outcomes:
+            if isinstance(outcome, RegistrationOutcome):
+                registration = outcome.registration
+                if registration.ok and registration.info is not None:
+                    if self.registry is not None:
+                        self.registry.put(registration)
+                else:
+                    rows.append(registration_failure_row(self._rows, registration))
+            else:
+                rows.extend(outcome_rows(self._rows, outcome))
+        if self.log is not None and rows:
+            self.log.append(rows)
 
     async def _item(self, item: WorkItem, emit) -> None:
         if isinstance(item, MeshRequest):
