@@ -5,8 +5,8 @@ WaveSpeed's Silver tier allows 300 concurrent tasks. Each size runs the whole
 with distinct images, and reports: wall time against the ideal ceil(N/C) x L, CPU per image
 and peak RSS of the demo process (os.wait4), the most predictions the emulator saw in flight
 at once, how late the emulator finished them (it keeps up when that stays near 0), and how
-late the demo's event loop ran its callbacks (the run's usage observation: a call holding the
-loop would show as lag).
+late the demo's event loop ran its callbacks (the run's usage observation), and, told apart
+from that lag, each single callback and full garbage collection that held the loop.
 
     python bench/bench_scale.py --sizes 100 1000 --concurrency 300 --latency 30
 """
@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import urllib.request
+from pathlib import Path
 
 from _common import machine, make_images, report, table, temp_dir
 from bench_vs_sdk import emulator_process, run_measured
@@ -54,11 +55,14 @@ def main(argv: list[str] | None = None) -> str:
             folder, home = tmp / f"n{n}" / "images", tmp / f"n{n}" / "home"
             make_images(folder, n, salt=f"scale{n}".encode())
             with emulator_process(latency, args.profile) as base_url:
-                command = [sys.executable, "-m", "hunyuan_assets.cli", "demo"]
-                command += ["--images", str(folder), "--home", str(home)]
+                command = [sys.executable, str(Path(__file__).with_name("_timed_callbacks.py"))]
+                command += ["demo", "--images", str(folder), "--home", str(home)]
                 command += ["--concurrency", str(c)]
-                measured = run_measured(command, {"WAVESPEED_BASE_URL": base_url}, n)
+                timed = tmp / f"n{n}" / "callbacks.json"
+                env = {"WAVESPEED_BASE_URL": base_url, "TIMED_CALLBACKS_OUT": str(timed)}
+                measured = run_measured(command, env, n)
                 emulator = _stats(base_url)
+            calls = json.loads(timed.read_text()) if timed.exists() else {}
             ideal = math.ceil(n / c) * latency
             lag = _loop_lag(home)
             late = emulator.get("late_ms") or {}
@@ -75,6 +79,15 @@ def main(argv: list[str] | None = None) -> str:
                     "{}/{}".format(
                         lag.get("event_loop_lag_p99_ms", "?"), lag.get("event_loop_lag_max_ms", "?")
                     ),
+                    "{} of {}, longest {}".format(
+                        calls.get("over_50_ms", "?"),
+                        calls.get("count", "?"),
+                        calls.get("longest_ms", "?"),
+                    ),
+                    "{}, longest {}".format(
+                        calls.get("full_collections", "?"),
+                        calls.get("longest_full_collection_ms", "?"),
+                    ),
                 ]
             )
     body = table(
@@ -88,12 +101,17 @@ def main(argv: list[str] | None = None) -> str:
             "most in flight",
             "emulator late p95/max ms",
             "loop lag p99/max ms",
+            "callbacks > 50 ms (longest ms)",
+            "full GCs while looping (longest ms)",
         ],
         rows,
     )
     notes = [
         f"C={c}, L={latency:g} s, emulator output profile '{args.profile}', the demo and the "
         f"emulator each a process of their own; {machine()}.",
+        "Loop lag: how late a 50 ms sleep of the loop wakes (a wave of ready callbacks counts "
+        "too); callbacks: each single one timed (bench/_timed_callbacks.py), i.e. what held "
+        "the loop; full GCs stop every thread, the loop's too.",
     ]
     return report(f"C={c} in one process: N={', '.join(map(str, args.sizes))}", body, notes)
 
