@@ -13,7 +13,11 @@ from hunyuan_assets.core.log import PredictionLog
 from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
-from hunyuan_assets.integration.compat import check_results_shown, stale_statuses
+from hunyuan_assets.integration.compat import (
+    check_results_shown,
+    partition_range_of,
+    stale_statuses,
+)
 from hunyuan_assets.integration.lineage import latest_materializations
 from hunyuan_assets_tests.helpers import (
     MESHES,
@@ -78,6 +82,22 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
     meta = summary.asset_materialization.metadata
     assert meta["dagster/row_count"].value == 3
     assert "status: completed | 3" in meta["summary"].value
+
+
+def test_a_backfill_runs_at_most_images_per_run_images_at_once(
+    emulator, instance, images_dir, tmp_path
+):
+    """Dagster keeps every event of a step until it ends, so a backfill is split like the
+    sensor's runs: 3 images at 2 per run are two runs over neighbouring ranges."""
+    pipeline = pipeline_for(emulator, images_dir, tmp_path / "store")
+    keys = partition_keys(pipeline)
+    assert len(keys) == 3
+    results = materialize_images(instance, pipeline, keys, images_per_run=2)
+    assert [r.success for r in results] == [True, True]
+    ranges = [partition_range_of(r.dagster_run.tags) for r in results]
+    assert ranges == [(keys[0], keys[1]), (keys[2], keys[2])]
+    assert set(latest_materializations(instance, MESHES, keys)) == set(keys)
+    assert emulator.stats()["submissions"] == 3
 
 
 def test_rerun_and_identical_pictures_never_pay_twice(emulator, instance, images_dir, tmp_path):

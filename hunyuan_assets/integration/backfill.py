@@ -1,7 +1,10 @@
 """Materialize a set of a pipeline's image partitions in-process, as few runs as the keys allow.
 
 Dynamic partitions are ordered by insertion; a run covers a contiguous range of them, so keys
-that are not neighbours are split into several runs (one per contiguous range).
+that are not neighbours are split into several runs (one per contiguous range), and a range
+into runs of at most `images_per_run` images, as the image sensor does: Dagster keeps every
+event of a step until the step ends (~20 KB per image), so one run of 100,000 would not stay
+flat in memory.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import dagster as dg
 
 from hunyuan_assets.integration.compat import partition_range_tags
 from hunyuan_assets.integration.factory import MeshPipeline
-from hunyuan_assets.integration.sensors import contiguous_ranges
+from hunyuan_assets.integration.sensors import SensorLimits, batched_ranges
 
 
 def add_image_partitions(
@@ -36,20 +39,22 @@ def materialize_images(
     selection: Sequence[dg.AssetKey] | None = None,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
+    images_per_run: int = SensorLimits().images_per_run,
 ) -> list[dg.ExecuteInProcessResult]:
-    """One in-process run per contiguous range of `keys` (usually exactly one run)."""
+    """One in-process run per contiguous range of `keys`, of at most `images_per_run`
+    (usually exactly one run)."""
     settings = pipeline.settings
     chosen = list(selection or (settings.source_images_key, settings.meshes_key))
     ordered = add_image_partitions(instance, pipeline, keys)
     results = []
-    for start, end in contiguous_ranges(ordered, set(keys)):
+    for batch in batched_ranges(ordered, set(keys), images_per_run):
         results.append(
             dg.materialize(
                 pipeline.assets,
                 selection=chosen,
                 instance=instance,
                 resources=pipeline.resources,
-                tags={**(tags or {}), **partition_range_tags(start, end)},
+                tags={**(tags or {}), **partition_range_tags(batch[0], batch[-1])},
                 run_config=run_config,
                 raise_on_error=False,
             )
