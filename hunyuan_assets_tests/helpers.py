@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from hunyuan_assets.integration.compat import (
+    latest_materialization_target,
     partition_range_of,
     partition_status,
     recent_check_results,
@@ -166,3 +167,17 @@ class Deployment:
 
     def partitions(self) -> list[str]:
         return self.instance.get_dynamic_partitions(self.settings.partitions)
+
+
+def assert_target_is_the_latest_record(
+    instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str
+) -> None:
+    """`latest_materialization_target` (one query) names the partition's latest
+    materialization as its whole record does: storage id, run, timestamp to the microsecond."""
+    target = latest_materialization_target(instance, asset, partition)
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition]), limit=1
+    ).records
+    assert target is not None
+    assert (target.storage_id, target.run_id) == (record.storage_id, record.run_id)
+    assert abs(target.timestamp - record.timestamp) <= 1e-6

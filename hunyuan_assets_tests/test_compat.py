@@ -36,7 +36,7 @@ from hunyuan_assets.integration.compat import (
     unsafe_partition_key_parts,
 )
 from hunyuan_assets.integration.factory import build_mesh_pipeline
-from hunyuan_assets_tests.helpers import Deployment
+from hunyuan_assets_tests.helpers import Deployment, assert_target_is_the_latest_record
 from hunyuan_assets_tests.local_runs import (
     LaunchedRun,
     LocalDagster,
@@ -402,15 +402,6 @@ def test_the_demo_event_log_commits_to_its_wal_without_an_fsync(tmp_path):
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
 
 
-def materialization_target_as_dagster_reads_it(instance, asset_key, partition):
-    """(storage id, run id, timestamp) of the partition's latest materialization, read the
-    slow, public way: the whole record."""
-    [record] = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
-    ).records
-    return record.storage_id, record.run_id, record.timestamp
-
-
 @pytest.mark.parametrize("yaml", ["demo", "dagster"])
 def test_a_checks_target_is_the_partitions_latest_materialization(tmp_path, yaml):
     """The one-query target agrees with the whole record, to the microsecond, on the demo's
@@ -433,12 +424,7 @@ def test_a_checks_target_is_the_partitions_latest_materialization(tmp_path, yaml
                 dg.AssetMaterialization(key, partition=partition, metadata={"n": 1})
             )
         for partition in ("a.png", "b.png"):
-            target = latest_materialization_target(instance, asset, partition)
-            storage_id, run_id, timestamp = materialization_target_as_dagster_reads_it(
-                instance, asset, partition
-            )
-            assert (target.storage_id, target.run_id) == (storage_id, run_id)
-            assert target.timestamp == pytest.approx(timestamp, abs=1e-6)
+            assert_target_is_the_latest_record(instance, asset, partition)
         first_of_a = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=asset, asset_partitions=["a.png"]), limit=2
         ).records[-1]

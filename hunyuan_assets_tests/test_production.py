@@ -32,7 +32,7 @@ from hunyuan_assets.core.sources import SAMPLES_DIR
 from hunyuan_assets.core.store import open_mesh_store
 from hunyuan_assets.definitions import DEFAULT_NAME
 from hunyuan_assets.integration.backfill import materialize_images, materialize_prediction_log
-from hunyuan_assets.integration.compat import instigator_ticks, latest_materialization_target
+from hunyuan_assets.integration.compat import instigator_ticks
 from hunyuan_assets.integration.lineage import latest_materializations
 from hunyuan_assets.integration.settings import MeshDefsSettings
 from hunyuan_assets_tests.helpers import (
@@ -40,6 +40,7 @@ from hunyuan_assets_tests.helpers import (
     PARTITIONS,
     PREDICTION_LOG,
     SOURCE_IMAGES,
+    assert_target_is_the_latest_record,
     check_results,
     partition_keys,
     pipeline_for,
@@ -233,12 +234,7 @@ def test_postgres_storage_round_trip(emulator, postgres, pg_home, tmp_path):
             results = check_results(reader, name)
             assert {k: results.get(k) for k in keys} == dict.fromkeys(keys, True), name
         for key in keys:  # the checks' one-query target, read from PostgreSQL's columns
-            target = latest_materialization_target(reader, MESHES, key)
-            [record] = reader.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=MESHES, asset_partitions=[key]), limit=1
-            ).records
-            assert (target.storage_id, target.run_id) == (record.storage_id, record.run_id)
-            assert target.timestamp == pytest.approx(record.timestamp, abs=1e-6)
+            assert_target_is_the_latest_record(reader, MESHES, key)
         assert {
             k: v
             for k, v in check_results(reader, "image_decodes", SOURCE_IMAGES).items()

@@ -15,7 +15,7 @@ import dagster as dg
 
 from hunyuan_assets.integration.compat import partition_range_tags
 from hunyuan_assets.integration.factory import MeshPipeline
-from hunyuan_assets.integration.sensors import SensorLimits, batched_ranges
+from hunyuan_assets.integration.sensors import MAX_IMAGES_PER_RUN, batched_ranges
 
 
 def add_image_partitions(
@@ -39,7 +39,7 @@ def materialize_images(
     selection: Sequence[dg.AssetKey] | None = None,
     run_config: dict | None = None,
     tags: dict[str, str] | None = None,
-    images_per_run: int = SensorLimits().images_per_run,
+    images_per_run: int = MAX_IMAGES_PER_RUN,
 ) -> list[dg.ExecuteInProcessResult]:
     """One in-process run per contiguous range of `keys`, of at most `images_per_run`
     (usually exactly one run)."""

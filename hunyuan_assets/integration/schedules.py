@@ -50,8 +50,8 @@ from hunyuan_assets.integration.lineage import (
 from hunyuan_assets.integration.locations import MeshStoreResource
 from hunyuan_assets.integration.reports import SOURCE_CHECK
 from hunyuan_assets.integration.sensors import (
+    MAX_IMAGES_PER_RUN,
     TRIGGER_TAG,
-    SensorLimits,
     batched_ranges,
     run_key_for,
     run_request_for_batch,
@@ -59,7 +59,6 @@ from hunyuan_assets.integration.sensors import (
 from hunyuan_assets.integration.settings import MeshDefsSettings
 
 MAX_ATTEMPTS_PER_IMAGE = 3
-MAX_IMAGES_PER_RUN = SensorLimits().images_per_run
 MAX_RUN_REQUESTS_PER_TICK = 100
 # Full mesh records (~40 KB each) read per tick to tell why a data version disagrees.
 MAX_STALE_LOOKUPS = 500

@@ -69,6 +69,11 @@ class SensorLimits:
     seconds_per_tick: float = 30.0
 
 
+# The most images one run of ours takes: the sensor's (by default), the refresh schedule's and
+# `materialize_images`'s. Dagster keeps every event of a step until the step ends.
+MAX_IMAGES_PER_RUN = SensorLimits().images_per_run
+
+
 @dataclass(frozen=True)
 class TickPlan:
     """What one tick decided. `batches` are contiguous partition ranges, one run each."""
@@ -199,11 +204,6 @@ def batched_ranges(ordered: Sequence[str], selected: set[str], max_size: int) ->
     if current:
         batches.append(current)
     return batches
-
-
-def contiguous_ranges(ordered: Sequence[str], selected: set[str]) -> list[tuple[str, str]]:
-    """Maximal runs of consecutive selected keys, as (first, last) pairs."""
-    return [(b[0], b[-1]) for b in batched_ranges(ordered, selected, max(len(ordered), 1))]
 
 
 def run_key_for(keys: Sequence[str], content_ids: Mapping[str, str], prefix: str) -> str:
