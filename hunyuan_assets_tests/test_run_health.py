@@ -245,13 +245,16 @@ def test_worker_killed_under_its_live_code_server_is_failed_by_dagster_itself(lo
         assert started is not None
         step = wait_for_step(instance, run.run_id)
         os.kill(started.pid, signal.SIGKILL)
+        # Dagster stores the failure first and tags the run's retry decision a moment after
+        # (EventMethods.handle_new_event), so the tag is what to wait for, not the status.
         wait_for(
-            lambda: run_status(instance, run.run_id) == dg.DagsterRunStatus.FAILURE,
+            lambda: WILL_RETRY_TAG in instance.get_run_by_id(run.run_id).tags,
             timeout=30,
-            what="the code server to mark the run failed",
+            what="the code server to mark the run failed and tag its retry",
         )
         failed = instance.get_run_by_id(run.run_id)
-        assert failed is not None and failed.tags[WILL_RETRY_TAG] == "true"
+        assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+        assert failed.tags[WILL_RETRY_TAG] == "true"
         messages = [entry.message for entry in instance.all_logs(run.run_id)]
         assert any("terminated by signal 9" in message for message in messages), messages
         # Dagster leaves the step subprocess running, orphaned (killed with the group on exit).
