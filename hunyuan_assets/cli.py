@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -146,5 +147,15 @@ def _one_line(text: str, width: int = 110) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
+def console_main() -> int:
+    """The `hunyuan-assets` command: `main`, then a quick exit. At exit CPython collects
+    the whole heap once more (~1 s after 64 images, ~2.3 s after 384, most of a demo's
+    Dagster objects being cyclic); freezing it first leaves that to the OS, which frees
+    the process's memory at once anyway."""
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

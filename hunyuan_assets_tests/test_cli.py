@@ -1,5 +1,6 @@
 """The console script and the `dagster` CLI, end to end in subprocesses."""
 
+import gc
 import os
 import re
 import shutil
@@ -76,6 +77,24 @@ def test_demo_prints_no_traceback_or_warning(sample_demo):
     _home, proc = sample_demo
     assert proc.returncode == 0
     assert_only_what_a_user_needs(proc)
+
+
+def test_the_console_script_leaves_the_final_collection_to_the_os(monkeypatch):
+    """`hunyuan-assets` runs `console_main`, which freezes the heap once `main` is done: the
+    collection CPython makes at exit would otherwise walk every object the run left."""
+    from importlib.metadata import entry_points
+
+    from hunyuan_assets import cli
+
+    [script] = entry_points(group="console_scripts", name="hunyuan-assets")
+    assert script.value == "hunyuan_assets.cli:console_main"
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    assert gc.get_freeze_count() == 0
+    try:
+        assert cli.console_main() == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_importing_the_definitions_prints_nothing():
