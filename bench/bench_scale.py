@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> str:
         for n in args.sizes:
             folder, home = tmp / f"n{n}" / "images", tmp / f"n{n}" / "home"
             make_images(folder, n, salt=f"scale{n}".encode())
-            with emulator_process(latency, args.profile) as base_url:
+            with emulator_process(latency, args.profile) as (base_url, _emulator_cpu):
                 command = [sys.executable, str(Path(__file__).with_name("_timed_callbacks.py"))]
                 command += ["demo", "--images", str(folder), "--home", str(home)]
                 command += ["--concurrency", str(c)]

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from _common import ROOT, machine, make_images, report, table, temp_dir
@@ -40,6 +40,12 @@ class Measured:
     peak_rss_mb: float
     images: int
     ok: bool
+    emulator_cpu_s: float = 0.0  # its synthesis runs on the same cores
+
+    def busy(self) -> float:
+        """How much of the machine both processes used over the mode's wall time: near 100%,
+        the mode is CPU-bound and only less CPU per image makes it faster."""
+        return (self.cpu_s + self.emulator_cpu_s) / (self.wall_s * (os.cpu_count() or 1))
 
 
 def run_measured(command: list[str], env: dict[str, str], images: int) -> Measured:
@@ -58,8 +64,15 @@ def run_measured(command: list[str], env: dict[str, str], images: int) -> Measur
     return Measured(wall, cpu, usage.ru_maxrss / 1024, images, ok)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a running process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def emulator_process(latency: float, profile: str):
+    """(base URL, a callable giving the emulator's CPU seconds so far)."""
     command = [sys.executable, "-m", "hunyuan_assets.emulator", "--port", "0"]
     command += ["--latency", str(latency)]
     if profile != "small":
@@ -69,7 +82,7 @@ def emulator_process(latency: float, profile: str):
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("WAVESPEED_BASE_URL="):
             raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield line.strip().split("=", 1)[1]
+        yield line.strip().split("=", 1)[1], lambda: cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -128,9 +141,11 @@ def scenario(n: int, latency: float, c: int, profile: str, subset: int, skip: li
             return folder
 
         def measure(mode: str, count: int, command: list[str]) -> Measured:
-            with emulator_process(latency, profile) as base_url:
+            with emulator_process(latency, profile) as (base_url, emulator_cpu):
                 env = {"WAVESPEED_BASE_URL": base_url, "DAGSTER_HOME": str(tmp / mode)}
-                return run_measured(command, env, count)
+                before = emulator_cpu()  # its start-up is not the mode's
+                measured = run_measured(command, env, count)
+                return replace(measured, emulator_cpu_s=emulator_cpu() - before)
 
         if "demo" not in skip:
             folder, home = images("demo", n), tmp / "demo" / "home"
@@ -173,20 +188,26 @@ def scenario(n: int, latency: float, c: int, profile: str, subset: int, skip: li
                 f"{wall / sdk.wall_s:.2f}x" if sdk else "-",
                 f"{1000 * m.cpu_s / m.images:.0f}",
                 f"{m.peak_rss_mb:.0f}",
+                f"{1000 * m.emulator_cpu_s / m.images:.0f}",
+                f"{100 * m.busy():.0f}%",
             ]
         )
         if mode == "demo" and backfill_s:
             rows.append(
                 ["backfill (the demo's run)", f"{backfill_s:.1f}", f"{backfill_s / ideal:.2f}x",
-                 f"{backfill_s / sdk.wall_s:.2f}x" if sdk else "-", "-", "-"]
+                 f"{backfill_s / sdk.wall_s:.2f}x" if sdk else "-", "-", "-", "-", "-"]
             )  # fmt: skip
-    rows.append(["ideal ceil(N/C) x L", f"{ideal:.1f}", "1.00x", "-", "-", "-"])
-    body = table(["mode", "wall s", "vs ideal", "vs SDK pool", "CPU ms/image", "peak RSS MB"], rows)
+    rows.append(["ideal ceil(N/C) x L", f"{ideal:.1f}", "1.00x", "-", "-", "-", "-", "-"])
+    headers = ["mode", "wall s", "vs ideal", "vs SDK pool", "CPU ms/image", "peak RSS MB"]
+    headers += ["emulator CPU ms/image", "machine busy"]
+    body = table(headers, rows)
     notes = [
         f"{n} distinct images, latency {latency:g} s, concurrency {c}, emulator output profile "
         f"'{profile}', each mode a whole process against its own emulator process; "
         f"{machine()}.",
-        "CPU and peak RSS are the measured process's own (the emulator is another process).",
+        "CPU and peak RSS are the measured process's own (the emulator is another process, "
+        "its CPU in its own column); machine busy = both processes' CPU / (wall x "
+        f"{os.cpu_count()} cores).",
     ]
     return report(f"N={n} images, L={latency:g} s, C={c}: us vs the SDK", body, notes)
 
