@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--store", default=None, help="mesh store (default: <home>/hunyuan_store)")
     demo.add_argument("--concurrency", type=int, default=2, help="predictions in flight at once")
     demo.add_argument(
+        "--submits-in-flight",
+        type=int,
+        default=1,
+        help="submits awaiting their answer at once (Hunyuan3DResource.max_submits_in_flight)",
+    )
+    demo.add_argument(
         "--latency", type=float, default=1.0, help="emulated prediction time in seconds"
     )
     demo.add_argument(
@@ -81,6 +87,7 @@ def run_demo(args: argparse.Namespace) -> int:
             store=store,
             base_url=base_url,
             max_concurrency=args.concurrency,
+            max_submits_in_flight=args.submits_in_flight,
             s3_endpoint_url=os.environ.get("HUNYUAN_S3_ENDPOINT_URL") or None,
         )
         images = pipeline.resources[pipeline.settings.images_resource]

@@ -117,6 +117,13 @@ def test_names_and_options_are_checked(tmp_path):
     assert statuses == {dg.DefaultScheduleStatus.STOPPED}
     api_key = (defs.resources or {})["quiet_hunyuan3d"].api_key
     assert isinstance(api_key, dg.EnvVar) and api_key.env_var_name == "WAVESPEED_API_KEY"
+    assert (defs.resources or {})["quiet_hunyuan3d"].max_submits_in_flight == 1
+    with pytest.raises(ValueError, match="max_submits_in_flight"):
+        build_mesh_defs("ok", images=str(tmp_path), store=str(tmp_path), max_submits_in_flight=0)
+    fast = build_mesh_defs(
+        "fast", images=str(tmp_path), store=str(tmp_path), max_submits_in_flight=8
+    )
+    assert (fast.resources or {})["fast_hunyuan3d"].max_submits_in_flight == 8
 
 
 def test_budget_allows_one_prediction_and_fails_the_rest_naming_it(

@@ -130,19 +130,98 @@ def client_settings(emulator, max_attempts: int = 6) -> ClientSettings:
     )
 
 
-async def generate(emulator, store: LocalMeshStore, images: list[Path], max_attempts: int = 6):
+class CountingClient(AsyncHunyuan3DClient):
+    """The real client, counting its submit POSTs awaiting an answer."""
+
+    in_flight = peak = 0
+
+    async def submit(self, image_url: str, *, model: str | None = None):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await super().submit(image_url, model=model)
+        finally:
+            self.in_flight -= 1
+
+
+async def generate(
+    emulator,
+    store: LocalMeshStore,
+    images: list[Path],
+    max_attempts: int = 6,
+    submits_in_flight: int = 1,
+    submitted: list[int] | None = None,
+):
     """One attempt of the `meshes` step for these pictures, at the MeshGenerator level, with
-    every picture in flight at once; the outcomes in the pictures' order."""
-    async with AsyncHunyuan3DClient(client_settings(emulator, max_attempts)) as client:
+    every picture in flight at once; the outcomes in the pictures' order. `submitted` gets
+    the most submits that awaited their answer at once."""
+    async with CountingClient(client_settings(emulator, max_attempts)) as client:
         requests = []
         for image in images:
             url = await client.upload(image)
             sha = hashlib.sha256(image.read_bytes()).hexdigest()
             requests.append(MeshRequest(image.name, str(image), sha, url))
-        policy = GenerationPolicy(model=DEFAULT_MODEL, run_id="r1", reconcile=QUICK_RECONCILE)
+        policy = GenerationPolicy(
+            model=DEFAULT_MODEL,
+            run_id="r1",
+            reconcile=QUICK_RECONCILE,
+            submits_in_flight=submits_in_flight,
+        )
         generator = MeshGenerator(client, store, policy, len(images))
         outcomes = {o.request.partition_key: o async for o in generator.run(requests)}
+    if submitted is not None:
+        submitted.append(client.peak)
     return [outcomes[image.name] for image in images]
+
+
+def distinct_pictures(tmp_path: Path, names: list[str]) -> list[Path]:
+    images = []
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes((SAMPLES_DIR / "mug.png").read_bytes() + name.encode())
+        images.append(path)
+    return images
+
+
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_submits_share_round_trips_up_to_submits_in_flight(emulator, tmp_path, in_flight):
+    """Each submit is answered after 1 s (a slow link): one at a time by default, so a run
+    sends at most one per round trip; with submits_in_flight 3, three share each one."""
+    emulator.configure(rules=[{"endpoint": "submit", "kind": "slow", "delay": 1.0, "count": -1}])
+    images = distinct_pictures(tmp_path, [f"p{i}.png" for i in range(6)])
+    peak: list[int] = []
+    store = LocalMeshStore(tmp_path / "store")
+    outcomes = asyncio.run(
+        generate(emulator, store, images, submits_in_flight=in_flight, submitted=peak)
+    )
+    assert [o.status for o in outcomes] == ["completed"] * 6
+    assert peak == [in_flight]
+    assert emulator.stats()["submissions"] == 6
+
+
+def test_a_lost_answer_among_submits_in_flight_is_adopted_once_the_others_answer(
+    emulator, tmp_path
+):
+    """Three submits await their answers together; the first is processed but its answer is
+    lost. The reconciler waits for the other two to be answered (their ids indexed), so the
+    only unknown prediction in the window is the first's own: adopted, nothing paid twice."""
+    emulator.configure(
+        rules=[
+            {"endpoint": "submit", "kind": "drop_after_accept", "match": "first", "count": 1},
+            {"endpoint": "submit", "kind": "slow", "delay": 1.0, "count": -1},
+        ]
+    )
+    images = distinct_pictures(tmp_path, ["first.png", "second.png", "third.png"])
+    peak: list[int] = []
+    store = LocalMeshStore(tmp_path / "store")
+    first, second, third = asyncio.run(
+        generate(emulator, store, images, submits_in_flight=3, submitted=peak)
+    )
+    assert [o.status for o in (first, second, third)] == ["completed"] * 3, first.error
+    assert peak == [3]
+    assert emulator.stats()["submissions"] == 3
+    assert first.details.get("adopted") and first.superseded == ()
+    assert not second.details.get("adopted") and not third.details.get("adopted")
 
 
 async def generate_one(emulator, store: LocalMeshStore, image: Path, max_attempts: int = 6):
@@ -174,11 +253,7 @@ def test_two_lost_submits_at_once_are_told_apart(emulator, tmp_path):
     prediction, so both were refused until a person looked. Sent one at a time, with windows
     from the provider's learned clock and none opened before the last one closed, the made
     one is adopted and the other sent again: two predictions in all."""
-    images = []
-    for name in ("first.png", "second.png", "warmup.png"):
-        path = tmp_path / name
-        path.write_bytes((SAMPLES_DIR / "mug.png").read_bytes() + name.encode())
-        images.append(path)
+    images = distinct_pictures(tmp_path, ["first.png", "second.png", "warmup.png"])
     store = LocalMeshStore(tmp_path / "store")
     emulator.configure(
         rules=[

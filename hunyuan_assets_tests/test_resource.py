@@ -93,3 +93,9 @@ def test_every_field_is_described():
 
 def test_max_concurrency_defaults_to_the_lowest_tier():
     assert Hunyuan3DResource().max_concurrency == 2
+
+
+def test_submits_are_sent_one_at_a_time_unless_told():
+    assert Hunyuan3DResource().max_submits_in_flight == 1
+    with pytest.raises(dg.DagsterInvalidConfigError, match="max_submits_in_flight"):
+        Hunyuan3DResource(api_key="k", max_submits_in_flight=0).client_settings()

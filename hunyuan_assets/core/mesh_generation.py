@@ -125,6 +125,9 @@ class GenerationPolicy:
     # threads: pays when many predictions are in flight (bench/bench_mesh.py), costs ~65 MB
     # a worker, and spawned workers need the main script's `if __name__ == "__main__":`.
     analysis_in_processes: bool = False
+    # Submit POSTs awaiting their answer at once (see MeshGenerator._send): 1 resolves every
+    # lost answer on its own but sends at most one submit per round trip.
+    submits_in_flight: int = 1
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,12 @@ class MeshGenerator:
         # plain schedule then (simulated: bench_polling.py).
         self._learn_together = max_concurrency >= LEARN_TOGETHER_FROM
         self._slots = asyncio.Semaphore(max_concurrency)
-        # Submits are sent one at a time, with what is known of the provider's clock (see _send).
-        self._sending = asyncio.Lock()
+        # Submits are sent `submits_in_flight` at a time, with what is known of the provider's
+        # clock, and none while a lost answer's window is open (see _send).
+        if policy.submits_in_flight < 1:
+            raise ValueError("submits_in_flight must be at least 1")
+        self._sending = asyncio.Semaphore(policy.submits_in_flight)
+        self._closed_until = 0.0  # loop time before which no new submit is sent
         self._clocks = ClockOffsets()
         self._lookahead = asyncio.Semaphore(2 * max_concurrency)
         # Uploads are short: a few dozen at once keep ahead of any number of predictions,
@@ -610,11 +617,25 @@ class MeshGenerator:
     async def _send(
         self, request: MeshRequest, token: str
     ) -> tuple[SubmitMarker, Prediction | SubmissionUncertainError]:
-        """The submit POST, one at a time, with its marker: the prediction, or the lost answer
-        (the marker's window closed). After a lost answer the next send waits until its window
-        has closed too, so no two windows of this generator overlap (reconciliation.py)."""
-        await self._sending.acquire()
-        guard = 0.0
+        """The submit POST with its marker: the prediction, or the lost answer (the marker's
+        window closed). After a lost answer no new send starts until its window has closed
+        too, so no later window of this generator overlaps it (reconciliation.py).
+
+        With `submits_in_flight` 1 (the default) no two windows of this generator overlap at
+        all, so each lost answer is told apart from every other. With more, up to that many
+        submits share each round trip (one at a time caps a run at 1 / round trip: 4 submits
+        a second at 250 ms). A lost answer is still resolved while the others in flight are
+        answered (the reconciler waits for them and drops their ids), but two answers lost
+        together in the same moment fit each other's windows and are left refused, naming
+        the candidates, for a person: nothing is paid twice either way."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while (closed := self._closed_until - loop.time()) > 0:
+                await asyncio.sleep(closed)
+            await self._sending.acquire()
+            if self._closed_until <= loop.time():
+                break
+            self._sending.release()  # a lost answer closed the way while we waited
         try:
             marker = self._clocks.marker(token, request.partition_key, now_utc())
             await asyncio.to_thread(self.journal.begin, marker)
@@ -623,15 +644,13 @@ class MeshGenerator:
             except SubmissionUncertainError as exc:
                 lost = replace(marker, failed_at=now_utc().isoformat())
                 guard = lost.guard_seconds(self.policy.reconcile.skew_seconds)
+                self._closed_until = max(self._closed_until, loop.time() + guard)
                 return lost, exc
             if prediction.submitted_at is not None:
                 self._clocks.learn(prediction.submitted_at, now_utc(), prediction.created_at)
             return marker, prediction
         finally:
-            if guard:
-                asyncio.get_running_loop().call_later(guard, self._sending.release)
-            else:
-                self._sending.release()
+            self._sending.release()
 
     async def _resolve(
         self, request: MeshRequest, prefix: str, record: PredictionRecord, marker: SubmitMarker

@@ -29,9 +29,11 @@ later (a proxy keeps it going). Without more knowledge, `skew_seconds` is allowe
 side. Every answered submit says more: it was created between our send and our answer, so
 `ClockOffsets` bounds (their clock - ours) from those, and a marker written once that is known
 carries the bounds, which replace the skew before the send (and leave it after the answer
-was given up, for late arrivals). One generator sends its submits one at a time and, after a
-lost answer, waits until that window has closed before the next (`guard_seconds`), so no two
-of its own windows overlap and each candidate fits at most one of them.
+was given up, for late arrivals). One generator sends its submits one at a time (by default:
+`GenerationPolicy.submits_in_flight`) and, after a lost answer, waits until that window has
+closed before the next (`guard_seconds`), so no two of its own windows overlap and each
+candidate fits at most one of them. Several at a time overlap like other processes' submits:
+a lone lost answer is still resolved, two lost together are refused.
 """
 
 from __future__ import annotations

@@ -119,6 +119,10 @@ class MeshesComponent(dg.Component, dg.Model, dg.Resolvable):
     max_concurrency: int = Field(
         default=_default("max_concurrency"), description="Predictions in flight per run."
     )
+    max_submits_in_flight: int = Field(
+        default=_default("max_submits_in_flight"),
+        description="Submits awaiting their answer at once (Hunyuan3DResource says the trade-off).",
+    )
     nsfw_policy: Literal["keep", "quarantine", "fail"] = Field(
         default=_default("nsfw_policy"), description="What to do with NSFW-flagged meshes."
     )

@@ -69,7 +69,8 @@ def build_mesh_defs(name: str, images: str, store: str, **options: Any) -> dg.De
     Options (keyword): `model_path` (default wavespeed-ai/hunyuan3d/v2.1), `base_url` (the API or
     the local emulator), `api_key` (default `EnvVar("WAVESPEED_API_KEY")`; not needed for a
     loopback emulator), `max_concurrency` (predictions in flight, default 2: WaveSpeed's
-    Bronze tier), `nsfw_policy` ("keep", "quarantine" (default), "fail"),
+    Bronze tier), `max_submits_in_flight` (submits awaiting their answer at once, default 1:
+    see Hunyuan3DResource), `nsfw_policy` ("keep", "quarantine" (default), "fail"),
     `reuse_identical_images` (default True), `min_faces`/`max_faces` (the face budget check),
     `preview_size` (px), `automation` (sensor and schedules running by default, default True),
     `sensor_interval_seconds` (30), `refresh_cron`, `compaction_cron`, `s3_endpoint_url`
@@ -118,6 +119,7 @@ def build_resources(settings: MeshDefsSettings) -> dict[str, Any]:
             base_url=settings.base_url,
             model=settings.model_path,
             max_concurrency=settings.max_concurrency,
+            max_submits_in_flight=settings.max_submits_in_flight,
         ),
         settings.images_resource: ImagesResource(location=settings.images, s3=s3),
         settings.mesh_store_resource: MeshStoreResource(location=settings.store, s3=s3),

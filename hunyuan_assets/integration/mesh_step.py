@@ -167,6 +167,7 @@ class MeshStep:
             pipeline=s.name,
             code_version=self.code_version,
             analysis_in_processes=s.analyse_in_processes,
+            submits_in_flight=self.hunyuan3d.max_submits_in_flight,
         )
         hunyuan3d = self.hunyuan3d
 

@@ -101,6 +101,16 @@ class Hunyuan3DResource(dg.ConfigurableResource):
             "300 (Silver), 3000 (Gold) concurrent tasks; past that tasks queue at the provider."
         ),
     )
+    max_submits_in_flight: int = Field(
+        default=1,
+        description=(
+            "Submit POSTs awaiting their answer at once per run. 1: every lost submit answer "
+            "is resolved against the predictions list on its own, but a run sends at most one "
+            "submit per round trip (4 a second at 250 ms: filling 300 slots takes 75 s). More "
+            "fills slots that much faster; two answers lost in the same moment are then left "
+            "refused for a person to match (never paid twice either way)."
+        ),
+    )
     max_download_mb: int = Field(default=512, description="Refuse output files larger than this.")
 
     _settings: ClientSettings | None = PrivateAttr(default=None)
@@ -119,6 +129,8 @@ class Hunyuan3DResource(dg.ConfigurableResource):
             )
         if self.max_concurrency < 1:
             raise dg.DagsterInvalidConfigError("max_concurrency must be at least 1", [], None)
+        if self.max_submits_in_flight < 1:
+            raise dg.DagsterInvalidConfigError("max_submits_in_flight must be at least 1", [], None)
         return ClientSettings(
             # A placeholder no message contains: the client scrubs the key from API text, and
             # "emulator" made "(injected by the emulator)" read "(injected by the [redacted])".

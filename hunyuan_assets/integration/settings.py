@@ -35,6 +35,7 @@ class MeshDefsSettings:
     base_url: str = DEFAULT_BASE_URL
     api_key: str = field(default_factory=lambda: dg.EnvVar(API_KEY_ENV), repr=False)
     max_concurrency: int = 2
+    max_submits_in_flight: int = 1
     nsfw_policy: NsfwPolicy = "quarantine"
     reuse_identical_images: bool = True
     min_faces: int = 100
@@ -62,6 +63,8 @@ class MeshDefsSettings:
             raise ValueError(f"pipeline {self.name!r} needs both `images` and `store`")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if self.max_submits_in_flight < 1:
+            raise ValueError("max_submits_in_flight must be at least 1")
         if not 0 <= self.min_faces <= self.max_faces:
             raise ValueError("face budget needs 0 <= min_faces <= max_faces")
         if not 8 <= self.preview_size <= 2048:
