@@ -203,12 +203,19 @@ def test_a_lost_answer_among_submits_in_flight_is_adopted_once_the_others_answer
     emulator, tmp_path
 ):
     """Three submits await their answers together; the first is processed but its answer is
-    lost. The reconciler waits for the other two to be answered (their ids indexed), so the
-    only unknown prediction in the window is the first's own: adopted, nothing paid twice."""
+    lost after 1 s, while the other two (answered after 2 s) are still in flight. The
+    reconciler waits for them to be answered (their ids indexed), so the only unknown
+    prediction in the window is the first's own: adopted, nothing paid twice."""
     emulator.configure(
         rules=[
-            {"endpoint": "submit", "kind": "drop_after_accept", "match": "first", "count": 1},
-            {"endpoint": "submit", "kind": "slow", "delay": 1.0, "count": -1},
+            {
+                "endpoint": "submit",
+                "kind": "drop_after_accept",
+                "match": "first",
+                "count": 1,
+                "delay": 1.0,
+            },
+            {"endpoint": "submit", "kind": "slow", "delay": 2.0, "count": -1},
         ]
     )
     images = distinct_pictures(tmp_path, ["first.png", "second.png", "third.png"])

@@ -21,8 +21,9 @@ ENDPOINTS = frozenset(
 )
 ERROR_KINDS = frozenset({"429", "500", "502", "503", "504"})
 # drop: closed before any answer (never processed); drop_after_accept: processed, then closed
-# without an answer; slow: answered after `delay`; truncate: a successful answer sent with its
-# full Content-Length but half its body, then closed (an error answer is sent whole).
+# without an answer (after `delay`, 0 unless given); slow: answered after `delay` (1 s unless
+# given); truncate: a successful answer sent with its full Content-Length but half its body,
+# then closed (an error answer is sent whole).
 KINDS = ERROR_KINDS | {"drop", "drop_after_accept", "slow", "truncate"}
 ALWAYS = -1
 RETENTION_SECONDS = 7 * 24 * 3600  # the provider keeps predictions and outputs 7 days
@@ -78,7 +79,7 @@ class FaultRule:
     remaining: int = 1
     match: str | None = None
     retry_after: float | None = 1.0  # 429 (and 503 when given); None sends no Retry-After
-    delay: float = 1.0  # slow only
+    delay: float = 1.0  # slow (1 s unless given) and drop_after_accept (0 unless given)
     explicit_retry_after: bool = False  # the rule named retry_after itself
     probability: float = 1.0  # the fraction of matching requests it fires on
 
@@ -100,7 +101,7 @@ class FaultRule:
             remaining=_count(spec, 1),
             match=_match(spec),
             retry_after=_seconds(spec.get("retry_after", 1.0), "retry_after", optional=True),
-            delay=_seconds(spec.get("delay", 1.0), "delay") or 0.0,
+            delay=_seconds(spec.get("delay", 1.0 if kind == "slow" else 0.0), "delay") or 0.0,
             explicit_retry_after="retry_after" in spec,
             probability=_probability(spec.get("probability", 1.0)),
         )

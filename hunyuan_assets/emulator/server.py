@@ -777,7 +777,8 @@ class _Handler(BaseHTTPRequestHandler):
                     # Only an answer with content is cut: an error is sent whole, uninjected.
                     self.emulator.give_back(endpoint, rule)
                     kind = None
-                if kind == "drop_after_accept":
+                if rule is not None and kind == "drop_after_accept":
+                    time.sleep(rule.delay)  # 0 unless given: a proxy that gives up late
                     self._drop()
                     return
                 if rule is not None and kind == "slow":
