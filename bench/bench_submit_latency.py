@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> str:
     run_seconds: dict[str, float | None] = {}
     with temp_dir("bench-submit-latency-") as tmp:
 
-        def measure(mode: str, command: list[str]) -> Measured:
+        def measure(command: list[str]) -> Measured:
             with emulator_process(latency, "small") as (base_url, _cpu):
                 slow = {"endpoint": "submit", "kind": "slow", "delay": delay, "count": -1}
                 httpx.post(
@@ -54,14 +54,12 @@ def main(argv: list[str] | None = None) -> str:
             demo = [sys.executable, "-m", "hunyuan_assets.cli", "demo", "--images", str(folder)]
             home = tmp / f"demo{index}" / "home"
             demo += ["--home", str(home), "--concurrency", str(c)]
-            results[mode] = measure(mode, [*demo, "--submits-in-flight", str(in_flight)])
+            results[mode] = measure([*demo, "--submits-in-flight", str(in_flight)])
             run_seconds[mode] = demo_run_seconds(home)
         folder = tmp / "sdk" / "images"
         make_images(folder, n, salt=b"sdk")
         pool = [sys.executable, str(ROOT / "bench" / "_sdk_pool.py"), str(folder)]
-        results["sdk pool"] = measure(
-            "sdk pool", [*pool, str(tmp / "sdk" / "out"), "--workers", str(c)]
-        )
+        results["sdk pool"] = measure([*pool, str(tmp / "sdk" / "out"), "--workers", str(c)])
 
     sdk = results["sdk pool"]
     rows = []

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psutil
 from _common import ROOT, machine, make_images, report, table, temp_dir
 
 
@@ -64,12 +65,6 @@ def run_measured(command: list[str], env: dict[str, str], images: int) -> Measur
     return Measured(wall, cpu, usage.ru_maxrss / 1024, images, ok)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a running process so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextmanager
 def emulator_process(latency: float, profile: str):
     """(base URL, a callable giving the emulator's CPU seconds so far)."""
@@ -82,7 +77,8 @@ def emulator_process(latency: float, profile: str):
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("WAVESPEED_BASE_URL="):
             raise RuntimeError(f"the emulator did not start: {line!r}")
-        yield line.strip().split("=", 1)[1], lambda: cpu_seconds(proc.pid)
+        process = psutil.Process(proc.pid)
+        yield line.strip().split("=", 1)[1], lambda: sum(process.cpu_times()[:2])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
