@@ -5,6 +5,7 @@ Not a benchmark itself (the leading underscore keeps `run_all.py` from running i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import platform
@@ -49,12 +50,18 @@ def make_images(folder: Path, count: int, salt: bytes = b"") -> list[Path]:
     """
     folder.mkdir(parents=True, exist_ok=True)
     samples = sample_images()
-    paths = []
+    paths, digests = [], set()
     for i in range(count):
         sample = samples[i % len(samples)]
         path = folder / f"{i:02d}-{sample.name}"
-        path.write_bytes(sample.read_bytes() + salt + bytes([i % 256]))
+        # The whole index, not one byte of it: `i % 256` made copy i and copy i + 768 (6
+        # samples x 256) the same bytes, so N=1,000 ran 768 predictions.
+        data = sample.read_bytes() + salt + i.to_bytes(4, "big")
+        digests.add(hashlib.sha256(data).digest())
+        path.write_bytes(data)
         paths.append(path)
+    if len(digests) != count:
+        raise AssertionError(f"{count - len(digests)} of {count} benchmark images are copies")
     return paths
 
 

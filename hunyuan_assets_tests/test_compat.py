@@ -386,6 +386,26 @@ def test_the_demo_event_log_reuses_its_connections_and_a_forked_child_makes_its_
         assert instance.get_latest_materialization_event(dg.AssetKey("after")) is not None
 
 
+def test_the_demo_event_log_reads_table_columns_once(tmp_path):
+    """Dagster reads the asset_keys table's columns (PRAGMA table_xinfo) on every asset event;
+    the demo's event log remembers the columns it found, so six more events read none."""
+    (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, SingleProcessSqliteEventLogStorage)
+        instance.report_runless_asset_event(dg.AssetMaterialization("warm_up"))
+        statements: list[str] = []
+        sqlalchemy.event.listen(
+            storage._engine, "before_cursor_execute", lambda _c, _u, sql, *_: statements.append(sql)
+        )
+        for i in range(6):
+            instance.report_runless_asset_event(dg.AssetMaterialization(f"event_{i}"))
+        assert any("asset_keys" in sql for sql in statements)  # the events were written
+        assert not [sql for sql in statements if sql.upper().startswith("PRAGMA")]
+        latest = instance.get_latest_materialization_event(dg.AssetKey("event_5"))
+        assert latest is not None
+
+
 def test_the_demo_event_log_commits_to_its_wal_without_an_fsync(tmp_path):
     """Its connections run WAL with synchronous=NORMAL (1): no fsync per commit, yet no
     corruption possible. Dagster's own connections keep SQLite's default FULL (2)."""
@@ -400,6 +420,54 @@ def test_the_demo_event_log_commits_to_its_wal_without_an_fsync(tmp_path):
         plain = SingleProcessSqliteEventLogStorage.__mro__[1](str(tmp_path / "history"))
         with plain._connect() as conn:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+CHECKED_PARTS = dg.DynamicPartitionsDefinition(name="compat_checked")
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec("checked", partitions_def=CHECKED_PARTS, skippable=True)],
+    check_specs=[dg.AssetCheckSpec("fine", asset="checked", partitions_def=CHECKED_PARTS)],
+    partitions_def=CHECKED_PARTS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,  # as the mesh step: per-partition check results are optional outputs
+)
+def checked(context: dg.AssetExecutionContext):
+    for key in context.partition_keys[:-1]:  # the last one is left planned
+        yield dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("checked"), check_name="fine", passed=True, partition=key
+        )
+
+
+@pytest.mark.parametrize("yaml", ["demo", "dagster"])
+def test_a_checks_planned_rows_hold_their_own_partition_on_the_demo_event_log(tmp_path, yaml):
+    """A run over N partitions plans each check once per partition (a row each, which the
+    evaluation updates). Dagster's own rows each hold the whole planned event, all N keys; the
+    demo's hold it narrowed to their own key (a wide run's rows grew as N squared). Either way
+    every partition reads back the same status; the event log keeps the whole event."""
+    config = single_process_instance_yaml(str(tmp_path)) if yaml == "demo" else ""
+    (tmp_path / "dagster.yaml").write_text(config or "telemetry:\n  enabled: false\n")
+    keys = ["a", "b", "c", "d"]
+    check_key = dg.AssetCheckKey(dg.AssetKey("checked"), "fine")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions(CHECKED_PARTS.name, keys)
+        result = dg.materialize([checked], instance=instance, tags=partition_range_tags("a", "d"))
+        assert result.success
+        storage = instance.event_log_storage
+        records = storage.get_asset_check_execution_history(check_key, limit=100)
+        by_partition = {record.partition: record for record in records}
+        assert sorted(by_partition) == keys and len(records) == len(keys)
+        statuses = {key: record.status.value for key, record in by_partition.items()}
+        assert statuses == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SUCCEEDED", "d": "PLANNED"}
+        planned = by_partition["d"].event
+        assert planned is not None and planned.run_id == result.run_id
+        subset = planned.get_dagster_event().asset_check_planned_data.partitions_subset
+        assert sorted(subset.get_partition_keys()) == (["d"] if yaml == "demo" else keys)
+        logged = instance.get_records_for_run(
+            result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+        ).records
+        [whole] = [record.event_log_entry.get_dagster_event() for record in logged]
+        assert sorted(whole.asset_check_planned_data.partitions_subset.get_partition_keys()) == keys
 
 
 @pytest.mark.parametrize("yaml", ["demo", "dagster"])
