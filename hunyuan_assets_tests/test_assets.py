@@ -84,6 +84,20 @@ def test_single_run_materializes_every_image_with_lineage(emulator, instance, im
     assert "status: completed | 3" in meta["summary"].value
 
 
+def test_a_run_leaves_its_log_rows_in_one_file(emulator, instance, images_dir, tmp_path):
+    """One prediction at a time, each outcome is logged in a file of its own as it comes (3
+    here, ~500 for 1,000 images); once all are reported the run merges them into one."""
+    store_dir = tmp_path / "store"
+    pipeline = pipeline_for(emulator, images_dir, store_dir, max_concurrency=1)
+    keys = partition_keys(pipeline)
+    assert materialize_images(instance, pipeline, keys)[0].success
+    [merged] = (store_dir / "prediction_log").rglob("*.parquet")
+    assert merged.name.startswith("compacted-")
+    assert not [p for p in (store_dir / "prediction_log").rglob("*") if p.name.startswith("_")]
+    log = PredictionLog(open_mesh_store(str(store_dir))).read()
+    assert sorted(log["partition_key"]) == sorted(keys) and set(log["status"]) == {"completed"}
+
+
 def test_a_backfill_runs_at_most_images_per_run_images_at_once(
     emulator, instance, images_dir, tmp_path
 ):

@@ -79,6 +79,28 @@ def test_demo_prints_no_traceback_or_warning(sample_demo):
     assert_only_what_a_user_needs(proc)
 
 
+def test_the_summary_reads_in_chunks_and_prints_the_same(sample_demo, monkeypatch, capsys):
+    """The summary reads the materializations a chunk of images at a time (their metadata
+    holds the thumbnails); chunks of 4 over the 6 samples print what the demo printed."""
+    import dagster as dg
+
+    from hunyuan_assets import cli
+    from hunyuan_assets.core.log import PredictionLog
+    from hunyuan_assets.core.store import open_mesh_store
+
+    home, proc = sample_demo
+    printed = proc.stdout[proc.stdout.index("\nimage ") :]
+    keys = [line.split()[0] for line in printed.splitlines()[2:] if line.strip()][:6]
+    assert len(keys) == 6 and all("." in key for key in keys)
+    store = str(home / "hunyuan_store")
+    meshes = dg.AssetKey([cli.DEMO_PIPELINE, "meshes"])
+    monkeypatch.setattr(cli, "SUMMARY_CHUNK", 4)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        log = PredictionLog(open_mesh_store(store))
+        assert cli._print_summary(instance, meshes, keys, store, log) == 0
+    assert capsys.readouterr().out == printed
+
+
 def test_the_console_script_leaves_the_final_collection_to_the_os(monkeypatch):
     """`hunyuan-assets` runs `console_main`, which freezes the heap once `main` is done: the
     collection CPython makes at exit would otherwise walk every object the run left."""

@@ -271,6 +271,32 @@ def test_rows_are_partitioned_by_utc_date_of_logged_at(store: MeshStore) -> None
     assert len(log.read()) == 2
 
 
+def test_merge_joins_only_the_given_files_one_per_day(store: MeshStore) -> None:
+    """A run merges the files it appended (`written`), per day; another writer's file of the
+    same day is left alone, and every row is read once, as before."""
+    log = PredictionLog(store)
+    mine: dict[str, list[PredictionLogRow]] = {}
+    log.append([make_row(1)], written=mine)
+    log.append([make_row(2), make_row(3, logged_at=DAY2)], written=mine)
+    log.append([make_row(4)], written=mine)
+    others = log.append([make_row(5)])
+    log.append([make_row(6, logged_at=DAY2)], written=mine)
+    assert len(mine) == 5 and others not in mine
+    before = log.read()
+
+    assert log.merge(mine) == 5
+    names = sorted(store.list_keys("prediction_log/"))
+    day1 = [k for k in names if "date=2026-03-01/" in k]
+    day2 = [k for k in names if "date=2026-03-02/" in k]
+    assert len(day1) == 2 and others in day1  # its own merged file, and the other writer's
+    assert len(day2) == 1 and day2[0].rpartition("/")[2].startswith("compacted-")
+    after = log.read()
+    assert sorted(after["row_id"]) == sorted(before["row_id"]) and len(after) == 6
+    assert log.merge({others: [make_row(5)]}) == 0  # one file of a day: nothing to merge
+    with pytest.raises(ValueError, match="not a file of this log"):
+        log.merge({"elsewhere/date=2026-03-01/part-x.parquet": [], others: []})
+
+
 def test_pandas_reads_the_folder_directly(tmp_path: Path) -> None:
     store = LocalMeshStore(tmp_path)
     log = PredictionLog(store)

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -186,6 +186,10 @@ def _utc_stamp(moment: datetime | None = None) -> str:
     return (moment or _utcnow()).strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def _table_of(rows: Sequence[PredictionLogRow]) -> pa.Table:
+    return pa.Table.from_pylist([row.to_record() for row in rows], schema=LOG_SCHEMA)
+
+
 def _to_parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="snappy")
@@ -250,23 +254,55 @@ class PredictionLog:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, rows: Iterable[PredictionLogRow]) -> str | None:
+    def append(
+        self,
+        rows: Iterable[PredictionLogRow],
+        *,
+        written: dict[str, list[PredictionLogRow]] | None = None,
+    ) -> str | None:
         """Write ``rows`` as one new parquet file per UTC day they were logged on.
 
-        Returns the key of the (last) file written, or None when there were no rows.
+        Returns the key of the (last) file written, or None when there were no rows. Each
+        file written is added to ``written`` with the rows it holds (for ``merge``).
         """
-        by_date: dict[str, list[dict[str, Any]]] = {}
+        by_date: dict[str, list[PredictionLogRow]] = {}
         for row in rows:
             if not isinstance(row, PredictionLogRow):
                 raise TypeError(f"expected PredictionLogRow, got {type(row).__name__}")
-            by_date.setdefault(row.log_date, []).append(row.to_record())
+            by_date.setdefault(row.log_date, []).append(row)
         key = None
         for date in sorted(by_date):
-            table = pa.Table.from_pylist(by_date[date], schema=LOG_SCHEMA)
+            table = _table_of(by_date[date])
             name = f"part-{_utc_stamp()}-{uuid.uuid4()}.parquet"
             key = f"{self._partition_dir(date)}/{name}"
             self.store.put_bytes(key, _to_parquet_bytes(table))
+            if written is not None:
+                written[key] = by_date[date]
         return key
+
+    def merge(self, written: Mapping[str, Sequence[PredictionLogRow]]) -> int:
+        """Merge files this writer appended (``append``'s ``written``: each file with its
+        rows) into one per day, as ``compact()`` does with every file, with the same journal:
+        a crash leaves either the files or the merged one. Nothing is read back. A run logs
+        as it goes, one file per group of outcomes (504 for 1,000 images), and readers pay
+        per file: ``read()`` of those 504 took 0.6 s and ~47 MB, of the same rows in one
+        file 0.03 s. Returns how many files were merged."""
+        by_date: dict[str, list[str]] = {}
+        for key in written:
+            directory, _, name = key.rpartition("/")
+            date = directory.removeprefix(f"{self.prefix}/date=")
+            if directory != self._partition_dir(date) or not name.endswith(".parquet"):
+                raise ValueError(f"not a file of this log: {key}")
+            by_date.setdefault(date, []).append(key)
+        merged = 0
+        for date in sorted(by_date):
+            inputs = sorted(by_date[date])
+            if len(inputs) < 2:
+                continue
+            rows = _table_of([row for key in inputs for row in written[key]])
+            if self._compact_partition(date, inputs, rows) is not None:
+                merged += len(inputs)
+        return merged
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -393,7 +429,10 @@ class PredictionLog:
             partitions_skipped=tuple(skipped),
         )
 
-    def _compact_partition(self, date: str, inputs: list[str]) -> tuple[int, int] | None:
+    def _compact_partition(
+        self, date: str, inputs: list[str], known: pa.Table | None = None
+    ) -> tuple[int, int] | None:
+        """Merge `inputs` into one file of `date`; `known`: the rows they hold, not read."""
         directory = self._partition_dir(date)
         compaction_id = uuid.uuid4().hex
         started = _utcnow()
@@ -411,8 +450,8 @@ class PredictionLog:
         self.store.put_bytes(journal_key, json.dumps(journal, indent=1).encode())
         self._checkpoint("journal_written")
 
-        tables = []
-        for key in inputs:
+        tables = [] if known is None else [known]
+        for key in inputs if known is None else ():
             data = self.store.get_bytes(key)
             if data is None:
                 # Consumed by a concurrent compaction: leave this day for the next run.

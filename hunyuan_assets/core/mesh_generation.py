@@ -48,7 +48,7 @@ from hunyuan_assets.core import mesh_work
 from hunyuan_assets.core.budget import BudgetExceededError, BudgetSlot, DailyBudget
 from hunyuan_assets.core.glb import MeshAnalysis, MeshError, MeshInfo, analyse_glb, thumbnail_of
 from hunyuan_assets.core.group_writes import GroupWriter
-from hunyuan_assets.core.log import PredictionLog
+from hunyuan_assets.core.log import PredictionLog, PredictionLogRow
 from hunyuan_assets.core.loop_lag import LoopLag
 from hunyuan_assets.core.poll_history import PollHistory
 from hunyuan_assets.core.prediction_rows import (
@@ -264,6 +264,9 @@ class MeshGenerator:
         self._downloads = asyncio.Semaphore(min(max_concurrency, MAX_DOWNLOADS_AT_ONCE))
         self._buffer = 2 * max_concurrency
         self._superseded: dict[str, list[SupersededPrediction]] = {}
+        # The files this run logged, with their rows (~1 KB an image): merged into one file
+        # once everything is reported.
+        self._log_files: dict[str, list[PredictionLogRow]] = {}
         self._primaries: dict[str, asyncio.Task[MeshOutcome]] = {}
         self._budget = (
             DailyBudget(store, policy.daily_budget_usd, policy.price_per_prediction_usd or 0.0)
@@ -306,10 +309,22 @@ class MeshGenerator:
                 if isinstance(outcome, BaseException):
                     raise outcome
                 yield outcome
+            await self._merge_log_files()
         finally:
             worker.cancel()
             lag.cancel()
             await self._save_observations()
+
+    async def _merge_log_files(self) -> None:
+        """Everything is reported: the files this run logged become one per day. Upkeep, so
+        a failure only leaves them for the compaction schedule."""
+        files, self._log_files = self._log_files, {}
+        if self.log is None or len(files) < 2:
+            return
+        try:
+            await asyncio.to_thread(self.log.merge, files)
+        except Exception:  # noqa: BLE001 - every row is already in the files
+            logger.warning("could not merge this run's %d log files", len(files), exc_info=True)
 
     def _keep(self, outcomes: list[Outcome]) -> None:
         """Keep each registration and log every outcome's rows, in one parquet file."""
@@ -325,7 +340,7 @@ class MeshGenerator:
             else:
                 rows.extend(outcome_rows(self._rows, outcome))
         if self.log is not None and rows:
-            self.log.append(rows)
+            self.log.append(rows, written=self._log_files)
 
     async def _item(self, item: WorkItem, emit) -> None:
         if isinstance(item, MeshRequest):
