@@ -485,6 +485,28 @@ def test_read_recovers_stale_journals(tmp_path: Path) -> None:
     assert len(raw) == len(ids) and set(raw["row_id"]) == ids
 
 
+@pytest.mark.parametrize("point", ["temp_written", "output_visible", "first_input_deleted"])
+def test_a_merge_stopped_half_way_loses_and_duplicates_nothing(tmp_path: Path, point) -> None:
+    """A run's merge uses the compaction's journal: stopped at any step, readers see every row
+    once, and the next compaction finishes or rolls it back."""
+    store = LocalMeshStore(tmp_path)
+    crashing = _CrashingLog(store)
+    crashing.crash_at = point
+    mine: dict[str, list[PredictionLogRow]] = {}
+    for i in range(4):
+        crashing.append([make_row(i)], written=mine)
+    ids = {row.row_id for rows in mine.values() for row in rows}
+    with pytest.raises(_Crash):
+        crashing.merge(mine)
+    assert set(PredictionLog(store).read()["row_id"]) == ids
+    assert len(PredictionLog(store).read()) == len(ids)
+    assert PredictionLog(store).compact().journals_recovered == 1
+    [name] = _log_files(store)
+    assert name.startswith("compacted-")
+    raw = _raw_pandas(store)
+    assert len(raw) == len(ids) and set(raw["row_id"]) == ids
+
+
 def test_recovery_rolls_back_an_invisible_output(tmp_path: Path) -> None:
     store = LocalMeshStore(tmp_path)
     log = PredictionLog(store)
