@@ -451,14 +451,15 @@ class PredictionLog:
         self._checkpoint("journal_written")
 
         tables = [] if known is None else [known]
-        for key in inputs if known is None else ():
-            data = self.store.get_bytes(key)
-            if data is None:
-                # Consumed by a concurrent compaction: leave this day for the next run.
-                logger.warning("log file %s vanished during compaction; skipping %s", key, date)
-                self.store.delete(journal_key)
-                return None
-            tables.append(_conform(pq.read_table(pa.BufferReader(data))))
+        if known is None:
+            for key in inputs:
+                data = self.store.get_bytes(key)
+                if data is None:
+                    # Consumed by a concurrent compaction: leave this day for the next run.
+                    logger.warning("log file %s vanished during compaction; skipping %s", key, date)
+                    self.store.delete(journal_key)
+                    return None
+                tables.append(_conform(pq.read_table(pa.BufferReader(data))))
         merged, dropped = _drop_duplicate_rows(pa.concat_tables(tables))
         merged = merged.sort_by([("logged_at", "ascending"), ("row_id", "ascending")])
         data = _to_parquet_bytes(merged)
