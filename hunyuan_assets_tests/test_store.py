@@ -70,6 +70,37 @@ def test_put_get_exists_delete_round_trip(store: MeshStore) -> None:
     assert not store.exists("a/b")  # a "directory" is not a key
 
 
+def test_delete_many_removes_every_key_and_skips_missing_ones(store: MeshStore) -> None:
+    keys = [f"many/{i}.bin" for i in range(5)]
+    for key in keys:
+        store.put_bytes(key, b"x")
+    store.put_bytes("kept.bin", b"y")
+    store.delete_many([*keys, "many/never-written.bin"])
+    assert store.list_keys() == ["kept.bin"]
+    store.delete_many([])
+
+
+def test_s3_delete_many_deletes_in_batches(s3_client, s3_bucket: str, monkeypatch) -> None:
+    """One DeleteObjects request per batch (1,000 keys on S3; 2 here), no per-key round trip."""
+    from hunyuan_assets.core import store as store_module
+
+    monkeypatch.setattr(store_module, "S3_DELETE_BATCH", 2)
+    store = S3MeshStore(s3_client, s3_bucket, "batch")
+    keys = [f"log/{i}.parquet" for i in range(5)]
+    for key in keys:
+        store.put_bytes(key, b"x")
+    calls: list[str] = []
+    s3_client.meta.events.register(
+        "before-call.s3.*", lambda model, **_: calls.append(model.name), unique_id="counting"
+    )
+    try:
+        store.delete_many(keys)
+    finally:
+        s3_client.meta.events.unregister("before-call.s3.*", unique_id="counting")
+    assert calls == ["DeleteObjects"] * 3
+    assert store.list_keys() == []
+
+
 def test_put_file_and_download_to(store: MeshStore, tmp_path: Path) -> None:
     src = tmp_path / "mesh.glb"
     payload = os.urandom(300_000)

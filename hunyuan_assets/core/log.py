@@ -470,10 +470,9 @@ class PredictionLog:
         self.store.put_bytes(output_key, data)
         self._checkpoint("output_visible")
         self.store.delete(temp_key)
-        for index, key in enumerate(inputs):
-            self.store.delete(key)
-            if index == 0:
-                self._checkpoint("first_input_deleted")
+        self.store.delete(inputs[0])
+        self._checkpoint("first_input_deleted")
+        self.store.delete_many(inputs[1:])
         self._checkpoint("inputs_deleted")
         self.store.delete(journal_key)
         self._checkpoint("done")
