@@ -450,8 +450,10 @@ class PredictionLog:
         self.store.put_bytes(journal_key, json.dumps(journal, indent=1).encode())
         self._checkpoint("journal_written")
 
-        tables = [] if known is None else [known]
-        if known is None:
+        if known is not None:
+            tables = [known]
+        else:
+            tables = []
             for key in inputs:
                 data = self.store.get_bytes(key)
                 if data is None:

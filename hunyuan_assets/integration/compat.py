@@ -515,12 +515,12 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
         partition. Dagster's own puts the whole event, serialized again for each row, in every
         row: N copies of an N-key subset. At 1,000 images, 6 checks: 95 MB of rows and ~4.5 s
         of the run's creation, growing as N squared. The event log keeps the whole event."""
-        planned = event.get_dagster_event().asset_check_planned_data
+        dagster_event = event.get_dagster_event()
+        planned = dagster_event.asset_check_planned_data
         subset = planned.partitions_subset
         if not isinstance(subset, DefaultPartitionsSubset) or len(subset) < 2:
             super()._store_asset_check_evaluation_planned(event, event_id)
             return
-        dagster_event = event.get_dagster_event()
 
         def narrowed(key: str) -> str:
             own = copy(planned, partitions_subset=DefaultPartitionsSubset({key}))
