@@ -95,10 +95,19 @@ def test_the_summary_reads_in_chunks_and_prints_the_same(sample_demo, monkeypatc
     store = str(home / "hunyuan_store")
     meshes = dg.AssetKey([cli.DEMO_PIPELINE, "meshes"])
     monkeypatch.setattr(cli, "SUMMARY_CHUNK", 4)
+    read_at_once: list[int] = []
+    real = cli.latest_materializations
+
+    def counting(instance, asset_key, partition_keys):
+        read_at_once.append(len(partition_keys))
+        return real(instance, asset_key, partition_keys)
+
+    monkeypatch.setattr(cli, "latest_materializations", counting)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         log = PredictionLog(open_mesh_store(store))
         assert cli._print_summary(instance, meshes, keys, store, log) == 0
     assert capsys.readouterr().out == printed
+    assert read_at_once == [4, 2]
 
 
 def test_the_console_script_leaves_the_final_collection_to_the_os(monkeypatch):
