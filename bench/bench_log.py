@@ -182,8 +182,9 @@ def main(argv: list[str] | None = None) -> str:
         f"benchmark {total:.0f} s.",
         "read() cost is dominated by the number of files (the same rows in one file read in "
         "milliseconds): compaction, the daily schedule, keeps readers fast however many "
-        "predictions a day logs. compact() reads and deletes every input one request at a "
-        "time, so on S3 it costs ~2 requests per file plus the merged write.",
+        "predictions a day logs. compact() reads every input one request at a time and "
+        "deletes them in batches (S3 DeleteObjects, 1,000 keys a request), so on S3 it costs "
+        "~1 request per file plus the merged write.",
     ]
     text = report("Prediction log: appends, reads, compaction", body + "\n\n" + summary, notes)
     print(text)
