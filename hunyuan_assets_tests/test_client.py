@@ -903,17 +903,27 @@ def test_async_download_limit_leaves_no_file(scripted, api_key: str, tmp_path: P
     assert not dest.exists() and not dest.with_name("big.glb.part").exists()
 
 
-def test_async_download_of_several_mib_is_whole(scripted, api_key: str, tmp_path: Path) -> None:
-    """Many write batches (256 KiB) and not a multiple of one: every byte, in order."""
+@pytest.mark.parametrize("transport", ["default", "given"])
+def test_async_download_of_several_mib_is_whole(
+    scripted, api_key: str, tmp_path: Path, transport: str
+) -> None:
+    """Many write batches (256 KiB) and not a multiple of one: every byte, in order. By
+    default a blocking client downloads in the async client's threads; through a transport
+    the caller gives (async), on the event loop."""
     payload = os.urandom(3 * (1 << 20) + 4099)
     scripted.script["/mesh.glb"] = [Reply(200, payload)]
     dest = tmp_path / "mesh.glb"
+    given = httpx.AsyncHTTPTransport() if transport == "given" else None
 
-    async def scenario() -> int:
-        async with AsyncHunyuan3DClient(settings_for(scripted.base_url, api_key)) as client:
-            return await client.download(f"{scripted.base_url}/mesh.glb", dest)
+    async def scenario() -> tuple[int, int]:
+        settings = settings_for(scripted.base_url, api_key)
+        async with AsyncHunyuan3DClient(settings, transport=given) as client:
+            size = await client.download(f"{scripted.base_url}/mesh.glb", dest)
+            return size, len(client._file_threads._threads)
 
-    assert asyncio.run(scenario()) == len(payload)
+    size, threads_used = asyncio.run(scenario())
+    assert size == len(payload)
+    assert threads_used == (1 if transport == "default" else 0)
     assert dest.read_bytes() == payload
     assert [p.name for p in tmp_path.iterdir()] == ["mesh.glb"]
 

@@ -501,3 +501,95 @@ def test_a_checks_target_is_the_partitions_latest_materialization(tmp_path, yaml
             > first_of_a.storage_id
         )
         assert latest_materialization_target(instance, asset, "c.png") is None
+
+
+GRADED = dg.DynamicPartitionsDefinition(name="compat_graded")
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec("graded", partitions_def=GRADED, skippable=True)],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="graded", partitions_def=GRADED) for name in ("big", "odd")
+    ],
+    partitions_def=GRADED,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    can_subset=True,
+)
+def graded(context: dg.AssetExecutionContext):
+    """Per partition: a materialization, then two checks of it (one fails for "b"); the last
+    partition is left planned, as a partition whose image failed."""
+    for key in context.partition_keys[:-1]:
+        yield dg.AssetMaterialization("graded", partition=key, metadata={"n": len(key)})
+        target = latest_materialization_target(context.instance, dg.AssetKey("graded"), key)
+        for name in ("big", "odd"):
+            yield dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("graded"),
+                check_name=name,
+                passed=not (name == "odd" and key == "b"),
+                partition=key,
+                metadata={"key": key},
+                target_materialization_data=target,
+            )
+
+
+def _rows(path: Path, table: str) -> list[dict]:
+    with sqlalchemy.create_engine(f"sqlite:///{path}").connect() as conn:
+        result = conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id")  # noqa: S608
+        return [dict(row._mapping) for row in result]
+
+
+def test_the_demo_event_log_stores_check_evaluations_exactly_as_dagster_does(tmp_path):
+    """The demo's event log stores a partition's check evaluation in one transaction through
+    statements built once; the rows must be Dagster's own, column for column: the same events
+    of a real run (materializations, checks passed and failed, their targets, a partition left
+    planned) replayed into both storages, and once more under a run with nothing planned
+    (Dagster then inserts the check's row instead of updating it)."""
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions(GRADED.name, ["a", "b", "c"])
+        result = dg.materialize([graded], instance=instance, tags=partition_range_tags("a", "c"))
+        assert result.success
+        events = [r.event_log_entry for r in instance.get_records_for_run(result.run_id).records]
+    evaluations = [e for e in events if e.dagster_event_type == "ASSET_CHECK_EVALUATION"]
+    assert len(evaluations) == 4
+    unplanned = [e._replace(run_id="no-plan") for e in evaluations]
+
+    dagsters_own = SingleProcessSqliteEventLogStorage.__mro__[1]
+    stores = {"demo": SingleProcessSqliteEventLogStorage, "dagster": dagsters_own}
+    tables = {}
+    for name, storage_class in stores.items():
+        storage = storage_class(str(tmp_path / name))
+        dagsters_update = storage._update_asset_check_evaluation
+        updated_dagsters_way = []
+
+        def counted(event, event_id, update=dagsters_update, seen=updated_dagsters_way):
+            seen.append(event.run_id)
+            update(event, event_id)
+
+        storage._update_asset_check_evaluation = counted
+        for event in events + unplanned:
+            storage.store_event(event)
+        storage.dispose()
+        # The demo's takes Dagster's way only where there is no planned row to update.
+        expected = [result.run_id] * 4 if name == "dagster" else []
+        assert updated_dagsters_way == expected + ["no-plan"] * 4
+        db = tmp_path / name / "event_log.db"
+        tables[name] = {t: _rows(db, t) for t in ("event_logs", "asset_check_executions")}
+
+    assert tables["demo"]["event_logs"] == tables["dagster"]["event_logs"]
+    demo = tables["demo"]["asset_check_executions"]
+    own = tables["dagster"]["asset_check_executions"]
+    assert len(demo) == len(own) == 2 * 3 + 4  # planned a, b, c per check; 4 unplanned
+    statuses = [(r["check_name"], r["partition"], r["run_id"], r["execution_status"]) for r in own]
+    assert ("odd", "b", result.run_id, "FAILED") in statuses
+    assert ("big", "c", result.run_id, "PLANNED") in statuses
+    assert ("odd", "b", "no-plan", "FAILED") in statuses
+    for mine, theirs in zip(demo, own, strict=True):
+        mine, theirs = dict(mine), dict(theirs)
+        for row in (mine, theirs):
+            row.pop("create_timestamp")  # SQLite's clock at the insert
+            if row["execution_status"] == "PLANNED":
+                row.pop("evaluation_event")  # narrowed on the demo's (the test above)
+        assert mine == theirs
+    evaluated = [r for r in own if r["execution_status"] != "PLANNED"]
+    assert all(r["materialization_event_storage_id"] for r in evaluated)

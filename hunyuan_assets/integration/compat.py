@@ -446,6 +446,31 @@ def report_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message:
 PLANNED_ROWS_PER_INSERT = 500
 
 
+_CHECK_EVALUATION = dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
+_INSERT_EVENT = SqlEventLogStorageTable.insert()
+_UPDATE_PLANNED_CHECK = (
+    AssetCheckExecutionsTable.update()
+    .where(
+        AssetCheckExecutionsTable.c.asset_key == sa.bindparam("key_asset"),
+        AssetCheckExecutionsTable.c.check_name == sa.bindparam("key_check"),
+        AssetCheckExecutionsTable.c.run_id == sa.bindparam("key_run"),
+        AssetCheckExecutionsTable.c.partition == sa.bindparam("key_partition"),
+    )
+    .values(
+        {
+            name: sa.bindparam(name)
+            for name in (
+                "execution_status",
+                "evaluation_event",
+                "evaluation_event_timestamp",
+                "evaluation_event_storage_id",
+                "materialization_event_storage_id",
+            )
+        }
+    )
+)
+
+
 class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     """Dagster's consolidated SQLite event log with one engine and a few pooled connections
     per process, and its table checks remembered. Dagster's own makes a SQLAlchemy engine and
@@ -456,9 +481,9 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     Dagster's own; a pooled connection between uses holds no transaction and no lock, so
     other processes (`dagster dev`) read and write it as ever. Its commits skip the fsync
     (`_commit_without_fsync`). A check planned over many partitions is stored in rows of a
-    size that does not grow with their number. Overrides `_connect`, `has_table`,
-    `_has_asset_key_col_on_connection` and `_store_asset_check_evaluation_planned`, internal
-    names."""
+    size that does not grow with their number, and a check's evaluation in one transaction.
+    Overrides `_connect`, `has_table`, `_has_asset_key_col_on_connection`,
+    `_store_asset_check_evaluation_planned` and `store_event`, internal names but for the last."""
 
     _process_engine: tuple[int, sa.engine.Engine] | None = None
 
@@ -544,6 +569,46 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             for start in range(0, len(rows), PLANNED_ROWS_PER_INSERT):
                 chunk = rows[start : start + PLANNED_ROWS_PER_INSERT]
                 conn.execute(AssetCheckExecutionsTable.insert().values(chunk))
+
+    def store_event(self, event) -> None:
+        """A check's evaluation reported for a partition of a run is stored as Dagster stores
+        it (its event row, then its planned row updated), in one transaction, serialized once,
+        through two statements built once. Dagster's own builds both statements anew for
+        every evaluation, serializes the event twice and commits twice: ~1 ms of CPU per
+        evaluation alone, 2.5 ms under the demo's load, and there are 6 per image. Everything
+        else, and an evaluation with no planned row to update, goes Dagster's own way."""
+        dagster_event = event.dagster_event
+        if dagster_event is None or dagster_event.event_type_value != _CHECK_EVALUATION:
+            super().store_event(event)
+            return
+        evaluation = dagster_event.asset_check_evaluation_data
+        if not event.run_id or evaluation.partition is None:
+            super().store_event(event)
+            return
+        row = self._event_to_row(event)
+        target = evaluation.target_materialization_data
+        with self.index_connection() as conn:
+            event_id = conn.execute(_INSERT_EVENT, row).inserted_primary_key[0]
+            updated = conn.execute(
+                _UPDATE_PLANNED_CHECK,
+                dict(
+                    key_asset=evaluation.asset_key.to_string(),
+                    key_check=evaluation.check_name,
+                    key_run=event.run_id,
+                    key_partition=evaluation.partition,
+                    execution_status=(
+                        AssetCheckExecutionRecordStatus.SUCCEEDED.value
+                        if evaluation.passed
+                        else AssetCheckExecutionRecordStatus.FAILED.value
+                    ),
+                    evaluation_event=row["event"],
+                    evaluation_event_timestamp=row["timestamp"],
+                    evaluation_event_storage_id=event_id,
+                    materialization_event_storage_id=target.storage_id if target else None,
+                ),
+            ).rowcount
+        if updated == 0:  # not planned (a step launcher's): Dagster inserts the row
+            self._update_asset_check_evaluation(event, event_id)
 
     def has_table(self, table_name: str) -> bool:
         """Tables are only ever added (by migrations), so a table seen once stays."""
