@@ -672,6 +672,23 @@ def sqlite_databases_held_open(home: str) -> Iterator[None]:
             connection.close()
 
 
+_LATEST_MATERIALIZATION = (  # built once: building it anew cost as much as running it
+    sa.select(
+        SqlEventLogStorageTable.c.id,
+        SqlEventLogStorageTable.c.run_id,
+        SqlEventLogStorageTable.c.timestamp,
+    )
+    .where(
+        SqlEventLogStorageTable.c.asset_key == sa.bindparam("asset_key"),
+        SqlEventLogStorageTable.c.dagster_event_type
+        == dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+        SqlEventLogStorageTable.c.partition == sa.bindparam("partition"),
+    )
+    .order_by(SqlEventLogStorageTable.c.id.desc())
+    .limit(1)
+)
+
+
 def latest_materialization_target(
     instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str
 ) -> object | None:
@@ -690,19 +707,10 @@ def latest_materialization_target(
 
     storage = instance.event_log_storage
     if isinstance(storage, SqlEventLogStorage):
-        events = SqlEventLogStorageTable.c
-        query = (
-            sa.select(events.id, events.run_id, events.timestamp)
-            .where(
-                events.asset_key == asset_key.to_string(),
-                events.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION.value,
-                events.partition == partition,
-            )
-            .order_by(events.id.desc())
-            .limit(1)
-        )
         with storage.index_connection() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(
+                _LATEST_MATERIALIZATION, dict(asset_key=asset_key.to_string(), partition=partition)
+            ).first()
         if row is None:
             return None
         stored_at = row.timestamp.replace(tzinfo=UTC).timestamp()  # naive UTC
