@@ -519,7 +519,12 @@ def graded(context: dg.AssetExecutionContext):
     """Per partition: a materialization, then two checks of it (one fails for "b"); the last
     partition is left planned, as a partition whose image failed."""
     for key in context.partition_keys[:-1]:
-        yield dg.AssetMaterialization("graded", partition=key, metadata={"n": len(key)})
+        yield dg.AssetMaterialization(
+            "graded",
+            partition=key,
+            metadata={"n": len(key)},
+            tags={"dagster/data_version": f"v-{key}"},  # an indexed tag
+        )
         target = latest_materialization_target(context.instance, dg.AssetKey("graded"), key)
         for name in ("big", "odd"):
             yield dg.AssetCheckEvaluation(
@@ -532,27 +537,40 @@ def graded(context: dg.AssetExecutionContext):
             )
 
 
+STORED_TABLES = ("event_logs", "asset_keys", "asset_event_tags", "asset_check_executions")
+
+
 def _rows(path: Path, table: str) -> list[dict]:
     with sqlalchemy.create_engine(f"sqlite:///{path}").connect() as conn:
         result = conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY id")  # noqa: S608
         return [dict(row._mapping) for row in result]
 
 
-def test_the_demo_event_log_stores_check_evaluations_exactly_as_dagster_does(tmp_path):
-    """The demo's event log stores a partition's check evaluation in one transaction through
-    statements built once; the rows must be Dagster's own, column for column: the same events
-    of a real run (materializations, checks passed and failed, their targets, a partition left
-    planned) replayed into both storages, and once more under a run with nothing planned
-    (Dagster then inserts the check's row instead of updating it)."""
+def test_the_demo_event_log_stores_materializations_and_checks_exactly_as_dagster_does(
+    tmp_path,
+):
+    """The demo's event log stores a materialization and a partition's check evaluation each
+    in one transaction through statements built once; the rows must be Dagster's own, column
+    for column: the same events of a real run (materializations with an indexed tag, checks
+    passed and failed, their targets, a partition left planned) replayed into both storages,
+    then its materializations again under another run (the asset's row now updated, not
+    inserted), and its evaluations under a run with nothing planned (Dagster then inserts the
+    check's row instead of updating it)."""
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         instance.add_dynamic_partitions(GRADED.name, ["a", "b", "c"])
         result = dg.materialize([graded], instance=instance, tags=partition_range_tags("a", "c"))
         assert result.success
         events = [r.event_log_entry for r in instance.get_records_for_run(result.run_id).records]
+        # Nothing planned it: the asset's row does not exist yet when it is stored.
+        instance.report_runless_asset_event(dg.AssetMaterialization("runless", partition="x"))
+        [record] = instance.fetch_materializations(dg.AssetKey("runless"), limit=1).records
     evaluations = [e for e in events if e.dagster_event_type == "ASSET_CHECK_EVALUATION"]
     assert len(evaluations) == 4
     unplanned = [e._replace(run_id="no-plan") for e in evaluations]
+    materialized = [e for e in events if e.dagster_event_type == "ASSET_MATERIALIZATION"]
+    assert len(materialized) == 2
+    again = [e._replace(run_id="again") for e in materialized]
 
     dagsters_own = SingleProcessSqliteEventLogStorage.__mro__[1]
     stores = {"demo": SingleProcessSqliteEventLogStorage, "dagster": dagsters_own}
@@ -567,16 +585,27 @@ def test_the_demo_event_log_stores_check_evaluations_exactly_as_dagster_does(tmp
             update(event, event_id)
 
         storage._update_asset_check_evaluation = counted
-        for event in events + unplanned:
+        for event in [*events, *again, *unplanned, record.event_log_entry]:
             storage.store_event(event)
         storage.dispose()
         # The demo's takes Dagster's way only where there is no planned row to update.
         expected = [result.run_id] * 4 if name == "dagster" else []
         assert updated_dagsters_way == expected + ["no-plan"] * 4
         db = tmp_path / name / "event_log.db"
-        tables[name] = {t: _rows(db, t) for t in ("event_logs", "asset_check_executions")}
+        tables[name] = {t: _rows(db, t) for t in STORED_TABLES}
 
-    assert tables["demo"]["event_logs"] == tables["dagster"]["event_logs"]
+    for table in ("event_logs", "asset_event_tags"):
+        assert tables["demo"][table] == tables["dagster"][table], table
+    own_assets = tables["dagster"]["asset_keys"]
+    assert [(r["asset_key"], r["last_run_id"]) for r in own_assets] == [
+        ('["graded"]', "again"),
+        ('["runless"]', ""),
+    ]
+    for mine, theirs in zip(tables["demo"]["asset_keys"], own_assets, strict=True):
+        mine, theirs = dict(mine), dict(theirs)
+        assert mine.pop("create_timestamp") and theirs.pop("create_timestamp")  # SQLite's clock
+        assert mine == theirs
+    assert [r["value"] for r in tables["dagster"]["asset_event_tags"]] == ["v-a", "v-b"] * 2
     demo = tables["demo"]["asset_check_executions"]
     own = tables["dagster"]["asset_check_executions"]
     assert len(demo) == len(own) == 2 * 3 + 4  # planned a, b, c per check; 4 unplanned

@@ -53,6 +53,7 @@ from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, SqlEventLogStorage
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
+    AssetKeyTable,
     SqlEventLogStorageTable,
 )
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
@@ -447,7 +448,12 @@ PLANNED_ROWS_PER_INSERT = 500
 
 
 _CHECK_EVALUATION = dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
+_MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION.value
 _INSERT_EVENT = SqlEventLogStorageTable.insert()
+# The SET clause is the execution's parameters but `key_asset` (SQLAlchemy derives it).
+_UPDATE_ASSET_KEY = AssetKeyTable.update().where(
+    AssetKeyTable.c.asset_key == sa.bindparam("key_asset")
+)
 _UPDATE_PLANNED_CHECK = (
     AssetCheckExecutionsTable.update()
     .where(
@@ -571,14 +577,19 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
                 conn.execute(AssetCheckExecutionsTable.insert().values(chunk))
 
     def store_event(self, event) -> None:
-        """A check's evaluation reported for a partition of a run is stored as Dagster stores
-        it (its event row, then its planned row updated), in one transaction, serialized once,
-        through two statements built once. Dagster's own builds both statements anew for
-        every evaluation, serializes the event twice and commits twice: ~1 ms of CPU per
-        evaluation alone, 2.5 ms under the demo's load, and there are 6 per image. Everything
-        else, and an evaluation with no planned row to update, goes Dagster's own way."""
+        """A materialization (below), and a check's evaluation reported for a partition of a
+        run, are stored as Dagster stores them, each in one transaction through statements
+        built once. For an evaluation: its event row, then its planned row updated, the event
+        serialized once. Dagster's own builds both statements anew for every evaluation,
+        serializes the event twice and commits twice: ~1 ms of CPU per evaluation alone,
+        2.5 ms under the demo's load, and there are 6 per image. Everything else, and an
+        evaluation with no planned row to update, goes Dagster's own way."""
         dagster_event = event.dagster_event
-        if dagster_event is None or dagster_event.event_type_value != _CHECK_EVALUATION:
+        kind = dagster_event.event_type_value if dagster_event is not None else None
+        if kind == _MATERIALIZATION and dagster_event.asset_key is not None:
+            self._store_materialization(event, dagster_event.asset_key)
+            return
+        if kind != _CHECK_EVALUATION:
             super().store_event(event)
             return
         evaluation = dagster_event.asset_check_evaluation_data
@@ -609,6 +620,25 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             ).rowcount
         if updated == 0:  # not planned (a step launcher's): Dagster inserts the row
             self._update_asset_check_evaluation(event, event_id)
+
+    def _store_materialization(self, event, asset_key: dg.AssetKey) -> None:
+        """A materialization as Dagster stores it (its event row, its indexed tags, the
+        asset's row pointing at it), in one transaction. Dagster's own commits twice, builds
+        its statements anew and updates the asset's row only after an insert has failed on
+        the asset's key (an IntegrityError, every time but the first); here the update goes
+        first, and Dagster's own insert-or-update only where it found no row."""
+        row = self._event_to_row(event)
+        with self.index_connection() as conn:
+            event_id = conn.execute(_INSERT_EVENT, row).inserted_primary_key[0]
+            self._store_asset_event_tags(conn, [event], [event_id])
+            values = self._get_asset_entry_values(
+                event, event_id, self._has_asset_key_index_cols_on_connection(conn)
+            )
+            updated = conn.execute(
+                _UPDATE_ASSET_KEY, dict(values, key_asset=asset_key.to_string())
+            ).rowcount
+            if updated == 0:
+                self._store_asset_event(conn, event, event_id)
 
     def has_table(self, table_name: str) -> bool:
         """Tables are only ever added (by migrations), so a table seen once stays."""
