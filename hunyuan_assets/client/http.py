@@ -58,7 +58,7 @@ async def _maybe_await(value: Any) -> None:
         await value
 
 
-DOWNLOAD_THREADS = 32  # outputs downloaded at once by an async client (threads made as needed)
+DOWNLOAD_THREADS = 8  # outputs downloaded at once by an async client (threads made as needed)
 _WRITE_BATCH = 256 * 1024  # bytes per write: few thread hops, little memory per download
 
 
