@@ -346,8 +346,9 @@ class AsyncHunyuan3DClient:
         self._turn = itertools.cycle(self._pools)
         # Outputs (a few MB each, from a file host) are read by a blocking client in threads:
         # through httpx's async stack (anyio, 64 KiB a read, two epoll changes each) a 3.7 MB
-        # download cost ~10 ms of CPU on the event loop's thread; blocking, ~5 ms beside it.
-        # A given transport is async, so its downloads stay on the loop.
+        # download cost ~12 ms of user CPU on the event loop's thread; blocking, ~7 ms beside
+        # it. Few threads: at C=300 each one competes with the loop for the GIL. A given
+        # transport is async, so its downloads stay on the loop.
         self._files = Hunyuan3DClient(settings) if transport is None else None
         self._file_threads = ThreadPoolExecutor(DOWNLOAD_THREADS, "hunyuan-download")
 

@@ -487,7 +487,8 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     Dagster's own; a pooled connection between uses holds no transaction and no lock, so
     other processes (`dagster dev`) read and write it as ever. Its commits skip the fsync
     (`_commit_without_fsync`). A check planned over many partitions is stored in rows of a
-    size that does not grow with their number, and a check's evaluation in one transaction.
+    size that does not grow with their number; a materialization and a check's evaluation are
+    each stored in one transaction.
     Overrides `_connect`, `has_table`, `_has_asset_key_col_on_connection`,
     `_store_asset_check_evaluation_planned` and `store_event`, internal names but for the last."""
 
