@@ -585,12 +585,30 @@ def test_the_demo_event_log_stores_materializations_and_checks_exactly_as_dagste
             update(event, event_id)
 
         storage._update_asset_check_evaluation = counted
+        dagsters_asset_row = storage._store_asset_event
+        asset_rows_dagsters_way = []
+
+        def counted_row(
+            conn, event, event_id, store=dagsters_asset_row, seen=asset_rows_dagsters_way
+        ):
+            seen.append(event.dagster_event_type)
+            store(conn, event, event_id)
+
+        storage._store_asset_event = counted_row
         for event in [*events, *again, *unplanned, record.event_log_entry]:
             storage.store_event(event)
         storage.dispose()
-        # The demo's takes Dagster's way only where there is no planned row to update.
+        # The demo's takes Dagster's way only where there is no planned row to update, and
+        # for an asset's row only where there is none yet (the first planned event, runless).
         expected = [result.run_id] * 4 if name == "dagster" else []
         assert updated_dagsters_way == expected + ["no-plan"] * 4
+        if name == "demo":
+            assert asset_rows_dagsters_way == [
+                "ASSET_MATERIALIZATION_PLANNED",
+                "ASSET_MATERIALIZATION",
+            ]
+        else:
+            assert asset_rows_dagsters_way.count("ASSET_MATERIALIZATION") == 2 + 2 + 1
         db = tmp_path / name / "event_log.db"
         tables[name] = {t: _rows(db, t) for t in STORED_TABLES}
 

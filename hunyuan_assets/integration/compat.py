@@ -448,7 +448,11 @@ PLANNED_ROWS_PER_INSERT = 500
 
 
 _CHECK_EVALUATION = dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
-_MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION.value
+# Stored alike by Dagster: the event row, indexed tags, the asset's row (last run, time).
+_ASSET_ROW_EVENTS = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION.value,
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
+}
 _INSERT_EVENT = SqlEventLogStorageTable.insert()
 # The SET clause is the execution's parameters but `key_asset` (SQLAlchemy derives it).
 _UPDATE_ASSET_KEY = AssetKeyTable.update().where(
@@ -578,16 +582,16 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
                 conn.execute(AssetCheckExecutionsTable.insert().values(chunk))
 
     def store_event(self, event) -> None:
-        """A materialization (below), and a check's evaluation reported for a partition of a
-        run, are stored as Dagster stores them, each in one transaction through statements
-        built once. For an evaluation: its event row, then its planned row updated, the event
-        serialized once. Dagster's own builds both statements anew for every evaluation,
+        """A materialization or a planned one (below), and a check's evaluation reported for a
+        partition of a run, are stored as Dagster stores them, each in one transaction through
+        statements built once. For an evaluation: its event row, then its planned row updated,
+        the event serialized once. Dagster's own builds both statements anew for every evaluation,
         serializes the event twice and commits twice: ~1 ms of CPU per evaluation alone,
         2.5 ms under the demo's load, and there are 6 per image. Everything else, and an
         evaluation with no planned row to update, goes Dagster's own way."""
         dagster_event = event.dagster_event
         kind = dagster_event.event_type_value if dagster_event is not None else None
-        if kind == _MATERIALIZATION and dagster_event.asset_key is not None:
+        if kind in _ASSET_ROW_EVENTS and dagster_event.asset_key is not None:
             self._store_materialization(event, dagster_event.asset_key)
             return
         if kind != _CHECK_EVALUATION:
@@ -623,8 +627,9 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             self._update_asset_check_evaluation(event, event_id)
 
     def _store_materialization(self, event, asset_key: dg.AssetKey) -> None:
-        """A materialization as Dagster stores it (its event row, its indexed tags, the
-        asset's row pointing at it), in one transaction. Dagster's own commits twice, builds
+        """A materialization (or a planned one: 2 per image at a run's creation) as Dagster
+        stores it (its event row, its indexed tags, the asset's row pointing at it), in one
+        transaction. Dagster's own commits twice, builds
         its statements anew and updates the asset's row only after an insert has failed on
         the asset's key (an IntegrityError, every time but the first); here the update goes
         first, and Dagster's own insert-or-update only where it found no row."""
