@@ -492,9 +492,9 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     other processes (`dagster dev`) read and write it as ever. Its commits skip the fsync
     (`_commit_without_fsync`). A check planned over many partitions is stored in rows of a
     size that does not grow with their number; a materialization and a check's evaluation are
-    each stored in one transaction.
-    Overrides `_connect`, `has_table`, `_has_asset_key_col_on_connection`,
-    `_store_asset_check_evaluation_planned` and `store_event`, internal names but for the last."""
+    each stored in one transaction. Overrides `_connect`, `has_table`,
+    `_has_asset_key_col_on_connection`, `_store_asset_check_evaluation_planned` and
+    `store_event`, internal names but for the last."""
 
     _process_engine: tuple[int, sa.engine.Engine] | None = None
 
@@ -582,25 +582,47 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
                 conn.execute(AssetCheckExecutionsTable.insert().values(chunk))
 
     def store_event(self, event) -> None:
-        """A materialization or a planned one (below), and a check's evaluation reported for a
-        partition of a run, are stored as Dagster stores them, each in one transaction through
-        statements built once. For an evaluation: its event row, then its planned row updated,
-        the event serialized once. Dagster's own builds both statements anew for every evaluation,
-        serializes the event twice and commits twice: ~1 ms of CPU per evaluation alone,
-        2.5 ms under the demo's load, and there are 6 per image. Everything else, and an
-        evaluation with no planned row to update, goes Dagster's own way."""
+        """Materializations, planned ones, and a check's evaluation reported for a partition
+        of a run are stored as Dagster stores them, each in one transaction through statements
+        built once (below); everything else goes Dagster's own way."""
         dagster_event = event.dagster_event
         kind = dagster_event.event_type_value if dagster_event is not None else None
         if kind in _ASSET_ROW_EVENTS and dagster_event.asset_key is not None:
             self._store_materialization(event, dagster_event.asset_key)
-            return
-        if kind != _CHECK_EVALUATION:
+        elif (
+            kind == _CHECK_EVALUATION
+            and event.run_id
+            and dagster_event.asset_check_evaluation_data.partition is not None
+        ):
+            self._store_check_evaluation(event, dagster_event.asset_check_evaluation_data)
+        else:
             super().store_event(event)
-            return
-        evaluation = dagster_event.asset_check_evaluation_data
-        if not event.run_id or evaluation.partition is None:
-            super().store_event(event)
-            return
+
+    def _store_materialization(self, event, asset_key: dg.AssetKey) -> None:
+        """A materialization (or a planned one: 2 per image at a run's creation): its event
+        row, its indexed tags, the asset's row pointing at it. Dagster's own commits twice,
+        builds its statements anew and updates the asset's row only after an insert has
+        failed on the asset's key (an IntegrityError, every time but the first); here the
+        update goes first, and Dagster's own insert-or-update only where it found no row."""
+        row = self._event_to_row(event)
+        with self.index_connection() as conn:
+            event_id = conn.execute(_INSERT_EVENT, row).inserted_primary_key[0]
+            self._store_asset_event_tags(conn, [event], [event_id])
+            values = self._get_asset_entry_values(
+                event, event_id, self._has_asset_key_index_cols_on_connection(conn)
+            )
+            updated = conn.execute(
+                _UPDATE_ASSET_KEY, dict(values, key_asset=asset_key.to_string())
+            ).rowcount
+            if updated == 0:
+                self._store_asset_event(conn, event, event_id)
+
+    def _store_check_evaluation(self, event, evaluation) -> None:
+        """A partition's check evaluation: its event row, then the run's planned row for it
+        updated, the event serialized once. Dagster's own builds both statements anew,
+        serializes the event twice and commits twice: ~1 ms of CPU per evaluation alone,
+        2.5 ms under the demo's load, and there are 6 per image. With no planned row to
+        update (a step launcher's), Dagster's own inserts one."""
         row = self._event_to_row(event)
         target = evaluation.target_materialization_data
         with self.index_connection() as conn:
@@ -623,28 +645,8 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
                     materialization_event_storage_id=target.storage_id if target else None,
                 ),
             ).rowcount
-        if updated == 0:  # not planned (a step launcher's): Dagster inserts the row
+        if updated == 0:
             self._update_asset_check_evaluation(event, event_id)
-
-    def _store_materialization(self, event, asset_key: dg.AssetKey) -> None:
-        """A materialization (or a planned one: 2 per image at a run's creation) as Dagster
-        stores it (its event row, its indexed tags, the asset's row pointing at it), in one
-        transaction. Dagster's own commits twice, builds
-        its statements anew and updates the asset's row only after an insert has failed on
-        the asset's key (an IntegrityError, every time but the first); here the update goes
-        first, and Dagster's own insert-or-update only where it found no row."""
-        row = self._event_to_row(event)
-        with self.index_connection() as conn:
-            event_id = conn.execute(_INSERT_EVENT, row).inserted_primary_key[0]
-            self._store_asset_event_tags(conn, [event], [event_id])
-            values = self._get_asset_entry_values(
-                event, event_id, self._has_asset_key_index_cols_on_connection(conn)
-            )
-            updated = conn.execute(
-                _UPDATE_ASSET_KEY, dict(values, key_asset=asset_key.to_string())
-            ).rowcount
-            if updated == 0:
-                self._store_asset_event(conn, event, event_id)
 
     def has_table(self, table_name: str) -> bool:
         """Tables are only ever added (by migrations), so a table seen once stays."""
