@@ -749,6 +749,29 @@ def test_mesh_work_analyses_in_a_worker_process(tmp_path: Path, checker_sphere_g
     assert analysis == analyse_glb(good, preview_size=128)
 
 
+def test_analysis_workers_run_below_the_parents_cpu_priority(
+    tmp_path: Path, checker_sphere_glb: bytes
+) -> None:
+    """When the cores are full, the parent's loop (polls, submits) must win over analyses."""
+    import asyncio
+    import os
+
+    from hunyuan_assets.core import mesh_work
+
+    mesh = tmp_path / "mesh.glb"
+    mesh.write_bytes(checker_sphere_glb)
+    mesh_work.shutdown()
+    try:
+        asyncio.run(mesh_work.analyse(mesh, preview_size=64))
+        workers = _pool_workers()
+        assert workers
+        expected = min(19, os.nice(0) + mesh_work.WORKER_NICENESS)
+        assert {worker.nice() for worker in workers} == {expected}
+        assert os.nice(0) < expected  # the parent itself is left as it was
+    finally:
+        mesh_work.shutdown()
+
+
 def _pool_workers() -> list:
     import psutil
 
