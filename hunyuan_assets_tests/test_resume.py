@@ -250,6 +250,59 @@ def test_killed_run_resumes_its_prediction(emulator, runs, images_dir, dagster_h
     )
 
 
+def test_a_run_killed_mid_download_leaves_no_scratch_folder_for_good(
+    emulator, runs, images_dir, dagster_home, tmp_path, monkeypatch
+):
+    """A run killed while downloading cannot remove its scratch folder; the next run removes
+    it once it is an hour old, and leaves a running process's folders (its own too) alone."""
+    from hunyuan_assets.core import scratch
+
+    store_dir, scratch_root = tmp_path / "store", tmp_path / "scratch"
+    scratch_root.mkdir()
+    emulator.configure(rules=[{"endpoint": "output", "kind": "slow", "delay": 10, "count": 1}])
+    env = run_env(emulator, images_dir, store_dir, dagster_home, TMPDIR=str(scratch_root))
+    run = runs(env, [IMAGE])
+    [left] = wait_until(lambda: list(scratch_root.glob("hunyuan-mesh-*")), "a download", proc=run)
+    assert left.name.startswith(f"hunyuan-mesh-{run.proc.pid}-")
+    run.kill()
+    emulator.configure(rules=[])
+    hour_ago = time.time() - scratch.ORPHANED_AFTER_SECONDS - 60
+    os.utime(left, (hour_ago, hour_ago))
+    monkeypatch.setattr("tempfile.tempdir", str(scratch_root))
+    recent = scratch.make_scratch_dir()  # this process's: it is alive
+    os.utime(recent, (hour_ago, hour_ago))
+    other = scratch_root / f"hunyuan-mesh-{run.proc.pid}-recent"  # dead, but touched lately
+    other.mkdir()
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [result] = materialize_images(
+            instance, resuming_pipeline(emulator, images_dir, store_dir), [IMAGE]
+        )
+    assert result.success
+    assert not left.exists()
+    assert recent.is_dir() and other.is_dir()
+    assert sorted(p.name for p in scratch_root.iterdir()) == sorted([recent.name, other.name])
+
+
+def test_scratch_folders_without_a_process_id_go_by_age_alone(tmp_path):
+    from hunyuan_assets.core import scratch
+
+    old_style, fresh_style = tmp_path / "hunyuan-mesh-ab12cd", tmp_path / "hunyuan-mesh-ef34gh"
+    for folder in (old_style, fresh_style):
+        folder.mkdir()
+        (folder / "mesh.glb").write_bytes(b"x")
+    a_file, unrelated = tmp_path / "hunyuan-mesh-file", tmp_path / "someone-elses"
+    a_file.write_bytes(b"x")
+    unrelated.mkdir()
+    later = time.time() + scratch.ORPHANED_AFTER_SECONDS + 1
+    for path in (old_style, old_style / "mesh.glb", a_file, unrelated):
+        os.utime(path, (0, 0))
+    assert scratch.remove_orphaned_scratch_dirs(tmp_path) == 1  # the one untouched for long
+    assert fresh_style.is_dir() and not old_style.exists()
+    assert scratch.remove_orphaned_scratch_dirs(tmp_path, now=later) == 1  # an hour on
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hunyuan-mesh-file", "someone-elses"]
+
+
 # -- 2. stale, failed and unresolved records -----------------------------------------------
 def settings_for(emulator) -> ClientSettings:
     """Fast polls, and a client that gives up after 3 attempts at a failing request."""

@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -74,6 +73,7 @@ from hunyuan_assets.core.records import (
 )
 from hunyuan_assets.core.registered_images import RegisteredImages
 from hunyuan_assets.core.registration import Registration, register_image
+from hunyuan_assets.core.scratch import make_scratch_dir, remove_orphaned_scratch_dirs
 from hunyuan_assets.core.sources import ImageRef, ImageSource
 from hunyuan_assets.core.store import MeshStore, mesh_key, preview_key
 
@@ -304,6 +304,7 @@ class MeshGenerator:
         self._wake = self._forecast_known if self._learn_together else None
         worker = asyncio.create_task(work())
         lag = asyncio.create_task(self.loop_lag.watch())
+        sweep = asyncio.create_task(asyncio.to_thread(remove_orphaned_scratch_dirs))
         try:
             while (outcome := await results.get()) is not _DONE:
                 if isinstance(outcome, BaseException):
@@ -314,6 +315,8 @@ class MeshGenerator:
             worker.cancel()
             lag.cancel()
             await self._save_observations()
+            if removed := await sweep:
+                logger.info("removed %d download folder(s) of processes that are gone", removed)
 
     async def _merge_log_files(self) -> None:
         """Everything is reported: the files this run logged become one per day. Upkeep, so
@@ -747,7 +750,7 @@ class MeshGenerator:
         quarantined = nsfw and self.policy.nsfw_policy != "keep"
         glb_key, png_key = self._mesh_keys(request, quarantined)
         # Made and removed off the event loop (removing a folder is a few syscalls each).
-        tmp = await asyncio.to_thread(tempfile.mkdtemp, prefix="hunyuan-mesh-")
+        tmp = await asyncio.to_thread(make_scratch_dir)
         try:
             local = Path(tmp) / "mesh.glb"
             try:
