@@ -42,3 +42,17 @@ def test_the_public_api_fits_on_one_screen_and_resolves():
     assert {"build_mesh_defs", "MeshesComponent", "Hunyuan3DResource"} <= set(
         hunyuan_assets.__all__
     )
+
+
+def test_loading_the_definitions_does_not_import_pandas():
+    """Every process that loads the code (a code server, each run's worker) would pay pandas
+    and pyarrow.dataset's ~0.36 s of imports; only reading the prediction log needs them."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, hunyuan_assets.cli, hunyuan_assets.definitions\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

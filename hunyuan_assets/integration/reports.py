@@ -4,15 +4,19 @@ The `image_meshes` step (mesh_step.py) reports every partition itself; these fun
 registration or `MeshOutcome` into the events it yields (log rows are written by the core).
 """
 
+from __future__ import annotations
+
 import base64
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from hunyuan_assets.core.mesh_generation import MeshOutcome
 from hunyuan_assets.core.registration import Registration
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SOURCE_CHECK = "image_decodes"
 CHECK_GLB_VALID = "glb_valid"
@@ -161,8 +165,10 @@ def summary_markdown(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def spend_markdown(spend) -> str:
+def spend_markdown(spend: pd.DataFrame) -> str:
     """Spend per day and model (a DataFrame from `log.spend_by_day_and_model`) as a table."""
+    import pandas as pd
+
     lines = ["| date (UTC) | model | predictions | cost (USD) |", "| --- | --- | --- | --- |"]
     for row in spend.itertuples(index=False):
         cost = "unknown (no price set)" if pd.isna(row.cost_usd) else f"{row.cost_usd:.2f}"

@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from hunyuan_assets.client import DEFAULT_MODEL
 from hunyuan_assets.integration.assets import MESH_CODE_VERSION
@@ -57,6 +57,9 @@ from hunyuan_assets.integration.sensors import (
     run_request_for_batch,
 )
 from hunyuan_assets.integration.settings import MeshDefsSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_ATTEMPTS_PER_IMAGE = 3
 MAX_RUN_REQUESTS_PER_TICK = 100
@@ -220,6 +223,8 @@ def _rows_by_partition(log: pd.DataFrame, keys: Sequence[str]) -> dict[str, pd.D
 
 def _refused_by_budget_on(log: pd.DataFrame, keys: Sequence[str], day) -> list[str]:
     """Partitions whose latest log row is a budget refusal logged on `day` (UTC)."""
+    import pandas as pd
+
     if log.empty or not keys:
         return []
     rows = log[log["partition_key"].isin(set(keys))].sort_values("logged_at")
@@ -241,6 +246,8 @@ def _generation_failures(rows: pd.DataFrame | None, sha256: str) -> FailureHisto
     since = rows.iloc[succeeded[-1] + 1 :] if len(succeeded) else rows
     if since.empty:
         return FailureHistory(0, "")
+    import pandas as pd
+
     error = since["error"].iloc[-1]
     return FailureHistory(int(since["run_id"].nunique()), "" if pd.isna(error) else str(error))
 
