@@ -22,7 +22,7 @@ from hunyuan_assets.client import (
     parse_prediction,
     poll_intervals,
 )
-from hunyuan_assets.client.polling import MAX_RELATIVE_SPAN
+from hunyuan_assets.client.polling import AGREEING_OBSERVATIONS, MAX_RELATIVE_SPAN
 from hunyuan_assets.client.protocol import _WaitPlan
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -319,6 +319,24 @@ def test_one_late_noticed_completion_moves_the_window_by_a_bounded_step() -> Non
     assert before is not None and after is not None
     assert after.earliest >= 98 * (1 - MAX_RELATIVE_SPAN) - 0.1 * (after.latest - after.earliest)
     assert after.earliest < before.earliest  # it still counts: the window moved earlier
+
+
+def test_observations_that_all_overlap_make_the_overlap_the_window() -> None:
+    """Tasks of one duration (3.0 s): hits bound it from the model time to the poll, misses
+    from the poll before to the one after; their overlap is where it lies."""
+    hits = [observation(0.0, 3.0 + d, inference_s=2.7, prediction_id=f"h{d}") for d in (0.05, 0.1)]
+    misses = [observation(2.95 - d, 3.4, prediction_id=f"m{d}") for d in (0.0, 0.1, 0.2)]
+    seen = (hits + misses) * 2  # 10, all overlapping in [2.95, 3.05]
+    forecast = forecast_completion(seen)
+    assert forecast is not None and forecast.observations == 10
+    assert forecast.earliest == pytest.approx(2.95 - 0.06)
+    assert forecast.latest == pytest.approx(3.05 + 0.06)
+    assert forecast.expected == pytest.approx(3.0)
+    assert [gets for gets, *_ in (simulate(d, forecast) for d in (2.96, 3.0, 3.04))] == [1, 1, 1]
+    # Fewer than AGREEING_OBSERVATIONS, or one that does not overlap: the mixture, wider.
+    for others in (seen[: AGREEING_OBSERVATIONS - 1], [*seen, observation(3.2, 3.3)]):
+        wider = forecast_completion(others)
+        assert wider is not None and wider.latest - wider.earliest > 0.3
 
 
 def test_forecast_by_hand() -> None:
