@@ -50,6 +50,7 @@ __all__ = [
 #: as the task ended shortly after it unless it queued, else the first done poll.
 MAX_RELATIVE_SPAN = 0.25
 _EDGE_QUANTILE = 0.05  # the window spans the 5..95 % quantiles of the observations, padded
+_LEAST_PAD = 0.02  # ... on each side by at least this fraction of the expected duration
 #: This many observations whose windows all overlap make the overlap the forecast.
 AGREEING_OBSERVATIONS = 8
 
@@ -243,7 +244,7 @@ def forecast_completion(
     low_q = _mixture_quantile(spans, _EDGE_QUANTILE)
     high_q = _mixture_quantile(spans, 1 - _EDGE_QUANTILE)
     median = _mixture_quantile(spans, 0.5)
-    pad = max((high_q - low_q) / (len(chosen) - 1), 0.02 * median)
+    pad = max((high_q - low_q) / (len(chosen) - 1), _LEAST_PAD * median)
     earliest = max(0.0, low_q - pad)
     latest = max(high_q + pad, earliest + 1e-3)
     return CompletionForecast(earliest, latest, min(max(median, earliest), latest), len(chosen))
@@ -261,7 +262,7 @@ def _agreed_window(chosen: list[PollObservation]) -> CompletionForecast | None:
     if low > high:
         return None
     middle = (low + high) / 2
-    pad = 0.02 * middle
+    pad = _LEAST_PAD * middle
     earliest = max(0.0, low - pad)
     return CompletionForecast(earliest, max(high + pad, earliest + 1e-3), middle, len(chosen))
 

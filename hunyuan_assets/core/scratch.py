@@ -24,9 +24,9 @@ PREFIX = "hunyuan-mesh-"
 ORPHANED_AFTER_SECONDS = 3600.0
 
 
-def make_scratch_dir(parent: Path | None = None) -> Path:
+def make_scratch_dir() -> Path:
     """A new, empty folder named after this process (`hunyuan-mesh-<pid>-<random>`)."""
-    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
 
 
 def remove_orphaned_scratch_dirs(parent: Path | None = None, *, now: float | None = None) -> int:
@@ -44,7 +44,7 @@ def remove_orphaned_scratch_dirs(parent: Path | None = None, *, now: float | Non
         if not entry.name.startswith(PREFIX):
             continue
         pid = _owner(entry.name)
-        if pid is not None and (pid == os.getpid() or _alive(pid)):
+        if pid is not None and _alive(pid):  # this process too
             continue
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():

@@ -237,6 +237,8 @@ def _refused_by_budget_on(log: pd.DataFrame, keys: Sequence[str], day) -> list[s
 
 
 def _generation_failures(rows: pd.DataFrame | None, sha256: str) -> FailureHistory:
+    import pandas as pd
+
     if rows is None:
         return FailureHistory(0, "")
     rows = rows[rows["image_sha256"].fillna("") == sha256]
@@ -246,8 +248,6 @@ def _generation_failures(rows: pd.DataFrame | None, sha256: str) -> FailureHisto
     since = rows.iloc[succeeded[-1] + 1 :] if len(succeeded) else rows
     if since.empty:
         return FailureHistory(0, "")
-    import pandas as pd
-
     error = since["error"].iloc[-1]
     return FailureHistory(int(since["run_id"].nunique()), "" if pd.isna(error) else str(error))
 
