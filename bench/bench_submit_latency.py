@@ -76,9 +76,12 @@ def main(argv: list[str] | None = None) -> str:
         f"{n} distinct images, latency {latency:g} s, concurrency {c}, every submit answered "
         f"{delay:g} s late (the emulator's 'slow' fault), small outputs; each mode a whole "
         f"process against its own emulator process; {machine()}.",
-        f"One submit at a time sends at most 1 / {delay:g} s = {1 / delay:.0f} a second: the "
-        f"{n} take at least {n * delay:.0f} s whatever the concurrency.",
     ]
+    if delay > 0:
+        notes.append(
+            f"One submit at a time sends at most 1 / {delay:g} s = {1 / delay:.0f} a second: "
+            f"the {n} take at least {n * delay:.0f} s whatever the concurrency."
+        )
     return report(f"Submits answered {delay:g} s late: N={n}, C={c}, L={latency:g} s", body, notes)
 
 
