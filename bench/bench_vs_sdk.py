@@ -103,12 +103,10 @@ def demo_cycle(home: Path, latency: float, c: int) -> str | None:
     noticed `wall_ms - L` after its submit was sent (the submit's round trip, the provider's
     own lateness and our polling), and the freed slot then stays idle until the next submit
     is sent (the k-th submit's slot is the one the (k - C)-th completion freed)."""
-    import pandas as pd
+    from hunyuan_assets.core.log import PredictionLog
+    from hunyuan_assets.core.store import LocalMeshStore
 
-    try:
-        log = pd.read_parquet(home / "hunyuan_store" / "prediction_log")
-    except (OSError, ValueError):
-        return None
+    log = PredictionLog(LocalMeshStore(home / "hunyuan_store")).read()  # the demo's default store
     done = log[log.status == "completed"]
     sent = done.submitted_at.sort_values().reset_index(drop=True)
     noticed = done.completed_at.sort_values().reset_index(drop=True)
