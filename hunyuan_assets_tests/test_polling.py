@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -333,8 +334,12 @@ def test_observations_that_all_overlap_make_the_overlap_the_window() -> None:
     assert forecast.latest == pytest.approx(3.05 + 0.06)
     assert forecast.expected == pytest.approx(3.0)
     assert [gets for gets, *_ in (simulate(d, forecast) for d in (2.96, 3.0, 3.04))] == [1, 1, 1]
-    # Fewer than AGREEING_OBSERVATIONS, or one that does not overlap: the mixture, wider.
-    for others in (seen[: AGREEING_OBSERVATIONS - 1], [*seen, observation(3.2, 3.3)]):
+    # One stray task (created late: not done at 3.2 s) neither pins the window nor breaks it.
+    stray = forecast_completion([*seen, observation(3.2, 3.3, prediction_id="late")])
+    assert stray == replace(forecast, observations=11)
+    # Fewer than AGREEING_OBSERVATIONS, or two that do not overlap: the mixture, wider.
+    two = [observation(3.2, 3.3, prediction_id=f"late{i}") for i in range(2)]
+    for others in (seen[: AGREEING_OBSERVATIONS - 1], [*seen, *two]):
         wider = forecast_completion(others)
         assert wider is not None and wider.latest - wider.earliest > 0.3
 
@@ -448,3 +453,65 @@ def test_only_waits_that_learn_together_stretch_their_schedule() -> None:
     spread = [first_delay(f"p-{i}", lambda: None) for i in range(20)]
     assert all(2.0 <= d < 4.0 for d in spread) and len(set(spread)) == 20
     assert first_delay("p-7", lambda: None) == first_delay("p-7", lambda: None)
+
+
+def test_an_agreed_window_keeps_the_tight_lower_bound_of_older_misses() -> None:
+    """3 s tasks: a wave that missed (polled at 2.95 s, seen done at 3.45 s) bounds them from
+    below; the hits after it only by their model time (2.7 s). Twenty hits later the window
+    still starts at the misses, so the next wave's first poll is after 3 s, not before it."""
+    misses = [
+        observation(2.95, 3.45, inference_s=2.7, prediction_id=f"m{i}", observed_at=T0)
+        for i in range(10)
+    ]
+    hits = [
+        observation(
+            0.0, 3.05, inference_s=2.7, prediction_id=f"h{i}", observed_at=T0 + timedelta(1)
+        )
+        for i in range(20)
+    ]
+    forecast = forecast_completion(misses + hits)
+    assert forecast is not None and forecast.earliest == pytest.approx(2.95 - 0.06)
+    assert simulate(3.0, forecast)[0] == 1  # one GET, after the completion
+    alone = forecast_completion(hits)  # what the last 20 alone say: from the model time
+    assert alone is not None and alone.earliest == pytest.approx(2.7 - 0.06, abs=0.01)
+    assert simulate(3.0, alone)[0] == 2  # its first poll comes before the completion
+    # Older observations that do not overlap the recent ones (the model was slower) are not used.
+    slower = [observation(3.5, 3.9, prediction_id=f"s{i}", observed_at=T0) for i in range(10)]
+    assert forecast_completion(slower + hits) == alone
+
+
+def test_a_wait_that_learns_its_window_late_polls_soon_not_initial_interval_later() -> None:
+    policy = PollPolicy()
+    forecast = CompletionForecast(2.6, 3.2, 2.9)
+    # Just before the window's first poll: that poll, a burst apart, not 2 s later.
+    before = PollSchedule(policy, forecast)
+    first = PollSchedule(policy, forecast).next_poll(0.0)
+    assert before.next_poll(first - 0.1) == pytest.approx(first - 0.1 + policy.burst_interval)
+    # After the window (a cold wave learned only then): one poll soon, then the adaptive one.
+    after = PollSchedule(policy, forecast)
+    assert after.next_poll(3.5) == pytest.approx(3.5 + policy.burst_interval)
+    assert after.next_poll(4.0) == pytest.approx(4.0 + policy.initial_interval)
+    # Without bursts left, never under initial_interval outside the window.
+    none = PollSchedule(PollPolicy(max_burst=0), forecast)
+    assert none.next_poll(3.5) == pytest.approx(3.5 + policy.initial_interval)
+
+
+def test_wide_observations_that_overlap_by_chance_do_not_make_an_agreed_window() -> None:
+    """Measured (bench_polling, 3 s +-20 % tasks): five seen on the adaptive schedule (done at
+    ~5 s), ten on forecasts from them. All 15 overlap, but only in one task's own
+    [3.574, 3.576] s; as the window it made every later task late (0.77 s on average). Their
+    model times alone (2.25-3.24 s) say the durations differ: the mixture, not the overlap."""
+    seen = [
+        observation(nd, done, inference_s=inf, prediction_id=str(i))
+        for i, (nd, inf, done) in enumerate([
+            (2.003, 3.199, 5.006), (2.002, 2.921, 5.005), (2.043, 2.296, 5.089),
+            (2.002, 2.427, 5.046), (2.043, 2.252, 5.087), (2.569, 2.853, 3.576),
+            (2.569, 2.386, 3.649), (2.569, 2.656, 3.608), (2.569, 2.649, 3.616),
+            (3.574, 3.239, 4.288), (0.0, 2.694, 3.639), (0.0, 3.057, 3.639),
+            (0.0, 2.367, 3.681), (0.0, 2.413, 3.639), (0.0, 2.256, 3.681),
+        ])
+    ]  # fmt: skip
+    forecast = forecast_completion(seen)
+    assert forecast is not None and forecast.earliest < 3.0 and forecast.latest > 3.6
+    delays = [simulate(d, forecast)[1] for d in grid(3.0)]
+    assert statistics.mean(delays) <= 0.5

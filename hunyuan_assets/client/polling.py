@@ -6,7 +6,8 @@ x1.5 per poll, capped at 20 s. On a 120 s task it notices completion ~10 s late 
 The learned schedule uses a `CompletionForecast`, a window [earliest, latest] in seconds since
 our own submit, built by `forecast_completion` from what earlier waits observed for the same
 model (`PollObservation`: completion lay between the last not-done poll and the first done poll;
-when the last 8 or more all overlap, the tasks took one duration and the window is the overlap).
+when the last 8 or more all overlap, the tasks took one duration and the window is the overlap,
+narrowed by the older observations that overlap it too).
 `PollSchedule` then polls rarely before the window and densely inside it:
 
 - before the window: anchor points at first/r, first/r**2, ... (r = `early_growth`), so a task
@@ -17,7 +18,8 @@ when the last 8 or more all overlap, the tasks took one duration and the window 
   over the window this minimises E[requests] + delay_cost * E[noticing delay]; gaps shrink
   towards the end, where few tasks are left to pay for the extra polls;
 - gaps shorter than `initial_interval` (the provider asks for ~2 s) happen only inside the
-  window, never under `burst_interval`, and at most `max_burst` times per wait;
+  window (the one that ends at its first poll included), never under `burst_interval`, and
+  at most `max_burst` times per wait;
 - after the window: the adaptive schedule again, from its start.
 
 A wait with no forecast yet but a source that may have one soon (a run still learning) keeps
@@ -28,7 +30,7 @@ submitted together do not all poll at the same moments (`_WaitPlan` in protocol.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,8 +53,10 @@ __all__ = [
 MAX_RELATIVE_SPAN = 0.25
 _EDGE_QUANTILE = 0.05  # the window spans the 5..95 % quantiles of the observations, padded
 _LEAST_PAD = 0.02  # ... on each side by at least this fraction of the expected duration
-#: This many observations whose windows all overlap make the overlap the forecast.
+#: This many observations whose windows all overlap (and whose model times agree) make the
+#: overlap the forecast; all but this fraction (at least one) on each side (`_overlap`).
 AGREEING_OBSERVATIONS = 8
+_AGREEMENT_TRIM = 0.05
 
 
 @dataclass(frozen=True)
@@ -220,7 +224,8 @@ def _mixture_quantile(spans: list[tuple[float, float]], q: float) -> float:
 def forecast_completion(
     observations: Iterable[PollObservation], *, min_observations: int = 3, recent: int = 20
 ) -> CompletionForecast | None:
-    """A window from the last `recent` completed observations; None below `min_observations`.
+    """A window from the last `recent` completed observations (older ones that agree with
+    them may narrow it); None below `min_observations`.
 
     Each observation is spread uniformly over its `likely_span()`; the window spans the 5 %
     and 95 % quantiles of that mixture, widened on each side by range / (n - 1), the expected
@@ -234,7 +239,7 @@ def forecast_completion(
     chosen = done[-recent:]
     if len(chosen) < min_observations:
         return None
-    agreed = _agreed_window(chosen)
+    agreed = _agreed_window(chosen, older=done[: -len(chosen)])
     if agreed is not None:
         return agreed
     spans = []
@@ -250,21 +255,60 @@ def forecast_completion(
     return CompletionForecast(earliest, latest, min(max(median, earliest), latest), len(chosen))
 
 
-def _agreed_window(chosen: list[PollObservation]) -> CompletionForecast | None:
-    """When at least `AGREEING_OBSERVATIONS` windows all overlap, the tasks took one duration
-    (a warm model, the emulator) and it lies where they overlap: that, padded by 2 %. The
-    mixture spreads each observation over its own span instead, and its first poll comes too
-    early half the time (simulated, 3 s tasks: noticed 0.30 s late with 1.58 GETs, 0.08 s
-    with 1.08; tasks +-5 % or more never all overlap, and nothing changes for them)."""
+def _agreed_window(
+    chosen: Sequence[PollObservation], older: Sequence[PollObservation] = ()
+) -> CompletionForecast | None:
+    """When at least `AGREEING_OBSERVATIONS` windows overlap (but for strays, `_overlap`), the
+    tasks took one duration (a warm model, the emulator) and it lies where they overlap: that,
+    padded by 2 %. The mixture spreads each observation over its own span instead, and its
+    first poll comes too early half the time (simulated, 3 s tasks: noticed 0.30 s late with
+    1.58 GETs, 0.08 s with 1.08).
+
+    Wide observations overlap whatever the durations: 3 s +-20 % tasks seen on the adaptive
+    schedule (done at 5 s) all overlapped in [3.57, 3.58] s, and that window made every later
+    task late (measured: 0.77 s). Their model times (`timings.inference`, a property of each
+    task, not of when it was polled) said otherwise: 2.25-3.57 s. So where most observations
+    carry one, the model times must agree too, within twice the pad.
+
+    The overlap is then narrowed further by the `older` observations (newest first) for as
+    long as each still overlaps it (both ends trimmed, `_overlap`). A poll that hits the
+    window only bounds the task from below by its model time (the emulator's 2.7 s of a 3 s
+    task); the tight lower bounds come from the misses, the polls just before a completion.
+    A window that forgot them after 20 waits moved its first poll early again, so every other
+    wave of 32 missed and was seen 0.5 s late (measured, N=200, L=3 s: waves alternating 1.0
+    and 1.5 GETs each)."""
     if len(chosen) < AGREEING_OBSERVATIONS:
         return None
-    low, high = max(o.earliest_s for o in chosen), min(o.done_s for o in chosen)
+    low, high = _overlap(chosen)
     if low > high:
         return None
+    model_times = [o.inference_s for o in chosen if o.inference_s is not None]
+    if 2 * len(model_times) >= len(chosen) and (
+        max(model_times) - min(model_times) > 2 * _LEAST_PAD * (low + high) / 2
+    ):
+        return None
+    pool = list(chosen)
+    for o in reversed(older):
+        if o.earliest_s > high or o.done_s < low:
+            break
+        pool.append(o)
+    narrowed = _overlap(pool)
+    if narrowed[0] <= narrowed[1]:
+        low, high = narrowed
     middle = (low + high) / 2
     pad = _LEAST_PAD * middle
     earliest = max(0.0, low - pad)
     return CompletionForecast(earliest, max(high + pad, earliest + 1e-3), middle, len(chosen))
+
+
+def _overlap(observations: Sequence[PollObservation]) -> tuple[float, float]:
+    """Where the observations overlap, but for the few most extreme on each side: one stray
+    task (created late behind a busy loop: seen not done 0.19 s after the others were done)
+    would otherwise pin the window on itself, and every poll it places lands after it."""
+    k = max(2, math.ceil(_AGREEMENT_TRIM * len(observations)))
+    lows = sorted(o.earliest_s for o in observations)
+    highs = sorted(o.done_s for o in observations)
+    return lows[-k], highs[k - 1]
 
 
 class PollSchedule:
@@ -275,6 +319,7 @@ class PollSchedule:
         self.forecast = forecast
         self._intervals = poll_intervals(policy)  # no forecast, or after its window
         self._bursts = 0
+        self._planned = 0  # polls planned so far
         if forecast is not None:
             # The first poll inside the window waits half a gap: nothing is expected before it.
             self._first = forecast.earliest + 0.5 * self._window_gap(forecast.earliest)
@@ -287,21 +332,34 @@ class PollSchedule:
     def next_poll(self, now: float) -> float:
         """The time of the next poll, given that the previous one (or the wait) is at `now`."""
         policy, forecast = self.policy, self.forecast
+        fresh, self._planned = self._planned == 0, self._planned + 1
         if forecast is None:
             return now + next(self._intervals)
         least = now + policy.initial_interval
+        burst = min(policy.burst_interval, policy.initial_interval)
         if now < self._first:
             anchor = self._first
             while anchor / policy.early_growth >= max(least, 1e-6):
                 anchor /= policy.early_growth
+            if anchor < least and self._bursts < policy.max_burst:
+                # The window's first poll comes sooner than initial_interval after this one
+                # (a wait that learned its forecast late, just before the window): a burst,
+                # not a wait of initial_interval past it (seen: 3 s tasks noticed 1.7 s late).
+                self._bursts += 1
+                return max(anchor, now + burst)
             return max(anchor, least)
         if now < forecast.latest:
             gap = self._window_gap(now)
             if gap < policy.initial_interval:
                 if self._bursts < policy.max_burst:
                     self._bursts += 1
-                    gap = max(gap, min(policy.burst_interval, policy.initial_interval))
+                    gap = max(gap, burst)
                 else:
                     gap = policy.initial_interval
             return now + gap
+        if fresh and self._bursts < policy.max_burst:
+            # Learned only after its window ended: the task has most likely completed, so
+            # look once soon rather than restart the adaptive schedule (seen: 2.3 s late).
+            self._bursts += 1
+            return now + burst
         return now + next(self._intervals)

@@ -235,6 +235,8 @@ class MeshGenerator:
         # run sees, forecast when a prediction will complete (client/polling.py).
         self.poll_history = PollHistory(store)
         self._observations: list[PollObservation] = []
+        self._forecast_stale = True  # the observations changed since `_forecast_cache`
+        self._forecast_cache: CompletionForecast | None = None
         self.loop_lag = LoopLag()  # read it after `run` to see whether anything held the loop
         self._new_observations: list[PollObservation] = []
         # Set once this run can forecast: waits still on the adaptive schedule re-plan then.
@@ -300,6 +302,7 @@ class MeshGenerator:
         self._observations = await asyncio.to_thread(
             self.poll_history.observations, self.policy.model
         )
+        self._forecast_stale = True
         self._forecast_known = asyncio.Event()  # of this loop; set by `_learn`
         self._wake = self._forecast_known if self._learn_together else None
         worker = asyncio.create_task(work())
@@ -849,12 +852,18 @@ class MeshGenerator:
         return replace(outcome, prediction=prediction, details={"prediction_id": prediction.id})
 
     def _forecast(self) -> CompletionForecast | None:
-        return forecast_completion(self._observations)
+        """Asked by every wait as it plans (hundreds in flight): made once per observation."""
+        if self._forecast_stale:
+            self._forecast_cache = forecast_completion(self._observations)
+            self._forecast_stale = False
+        return self._forecast_cache
 
     async def _learn(self, prediction: Prediction) -> None:
         if prediction.observation is None:
             return
-        self._observations = [*self._observations[-99:], prediction.observation]
+        kept = self._observations[-(_OBSERVATIONS_KEPT - 1) :]
+        self._observations = [*kept, prediction.observation]
+        self._forecast_stale = True
         self._new_observations.append(prediction.observation)
         if not self._forecast_known.is_set() and self._forecast() is not None:
             self._forecast_known.set()
@@ -1018,6 +1027,9 @@ def _prediction_details(prediction: Prediction, info: MeshInfo | None) -> dict:
 
 # Observations are written to the store in batches: one small write per this many.
 _OBSERVATIONS_PER_WRITE = 25
+# Kept in memory for the forecast: enough that an agreed window still remembers the polls
+# that just missed a completion (its tight lower bounds) after several waves of hits.
+_OBSERVATIONS_KEPT = 1000
 
 
 class _Slot:
