@@ -106,7 +106,8 @@ def run_demo(args: argparse.Namespace) -> int:
         ok = all(r.success for r in results) and log_result.success
         mesh_store = pipeline.resources[pipeline.settings.mesh_store_resource]
         meshes = pipeline.settings.meshes_key
-        failed = _print_summary(instance, meshes, keys, store, mesh_store.prediction_log())
+        log = mesh_store.prediction_log()
+        failed = _print_summary(instance, meshes, keys, store, log, _run_error(results))
     return 0 if ok and not failed else 1
 
 
@@ -116,9 +117,11 @@ def _print_summary(
     keys: list[str],
     store: str,
     log: PredictionLog,
+    run_error: str | None = None,
 ) -> int:
     """One line per image from its latest mesh materialization, or why it has none (the last
-    error the prediction log holds for it); returns how many have none. Read in chunks: a
+    error the prediction log holds for it, else the error the run failed with); returns how
+    many have none. Read in chunks: a
     materialization's metadata holds its thumbnail (~16 KB), 16 MB at 1,000 images."""
     errors: dict[str, str] | None = None
     store_prefix = f"{Path(store).resolve().as_uri()}/" if "://" not in store else f"{store}/"
@@ -132,7 +135,8 @@ def _print_summary(
         if event is None:
             failed += 1
             errors = _last_errors(log) if errors is None else errors
-            why = _one_line(errors.get(key) or "no error logged; run with --log-level ERROR")
+            fallback = f"the run failed: {run_error}" if run_error else "no error logged"
+            why = _one_line(errors.get(key) or f"{fallback}; run with --log-level ERROR")
             print(f"{key:<28} {'FAILED':<10} {'':>7} {'':>7}  {why}")
             continue
         meta = event.metadata
@@ -152,6 +156,20 @@ def _last_errors(log: PredictionLog) -> dict[str, str]:
     rows = log.read()  # oldest first
     latest = rows.drop_duplicates("partition_key", keep="last").dropna(subset=["error"])
     return dict(zip(latest["partition_key"], latest["error"].astype(str), strict=True))
+
+
+def _run_error(results: list[dg.ExecuteInProcessResult]) -> str | None:
+    """What the first failed step ended with (its innermost cause, past Dagster's retry
+    wrapper), for the images the prediction log says nothing about: the run failed before
+    their predictions (a store it cannot write, a setting the API refused)."""
+    for result in results:
+        for event in result.get_step_failure_events():
+            error = event.step_failure_data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            if error is not None:
+                return error.message.strip()
+    return None
 
 
 def _one_line(text: str, width: int = 110) -> str:

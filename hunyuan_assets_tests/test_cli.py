@@ -194,3 +194,29 @@ def test_dagster_cli_materializes_a_partition(emulator, tmp_path: Path):
     assert "RUN_SUCCESS" in proc.stderr + proc.stdout
     assert len(list((tmp_path / "store").glob("meshes/*/*/*/mesh.glb"))) == 1
     assert emulator.stats()["submissions"] == 1
+
+
+def test_a_run_that_fails_before_any_prediction_says_why_on_each_line(tmp_path: Path):
+    """A store the run cannot write (its folder is a file): no prediction, so nothing in the
+    log; each image's line names the error the run failed with, not just "no error logged",
+    and the step fails at once instead of being retried on an error no retry can fix."""
+    (tmp_path / "a-file").write_text("not a folder")
+    store = tmp_path / "a-file" / "store"
+    env = {"WAVESPEED_BASE_URL": ""}
+    proc = demo(tmp_path / "home", "--latency", "0.1", "--store", str(store), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failed = [line for line in proc.stdout.splitlines() if " FAILED " in line]
+    assert len(failed) == len(list(SAMPLES_DIR.iterdir())), proc.stdout
+    assert all("the run failed: NotADirectoryError" in line for line in failed), failed
+    assert_only_what_a_user_needs(proc)
+    # Failed at once: no waiting out the step's RetryPolicy (~2 minutes) on a path error.
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        [meshes_run, *_] = instance.get_run_records()[::-1]
+        kinds = {
+            e.dagster_event.event_type_value
+            for e in instance.all_logs(meshes_run.dagster_run.run_id)
+            if e.is_dagster_event
+        }
+    assert "STEP_FAILURE" in kinds and "STEP_UP_FOR_RETRY" not in kinds

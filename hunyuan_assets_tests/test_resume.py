@@ -763,3 +763,40 @@ def mesh_work_shutdown() -> None:
     from hunyuan_assets.core import mesh_work
 
     mesh_work.shutdown()
+
+
+def test_a_bug_in_one_picture_stops_the_others_before_the_run_raises(emulator, tmp_path):
+    """An unexpected error in one picture ends the run; `gather` leaves the other pictures'
+    work running, and the caller then closes the client under their requests (seen: "retrying
+    PUT ... (ReadError)" after the step had failed). They are cancelled and awaited first."""
+    both_waiting = asyncio.Event()
+    state = {"waiting": 0, "cancelled": 0}
+
+    class Buggy(AsyncHunyuan3DClient):
+        async def wait(self, prediction, **kwargs):  # type: ignore[override]
+            state["waiting"] += 1
+            if state["waiting"] == 1:
+                await both_waiting.wait()
+                raise RuntimeError("a bug in our code")
+            both_waiting.set()
+            try:
+                await asyncio.Event().wait()  # the other picture: still waiting on its task
+            except asyncio.CancelledError:
+                state["cancelled"] += 1
+                raise
+
+    async def scenario():
+        requests = []
+        async with AsyncHunyuan3DClient(settings_for(emulator)) as client:
+            for name in ("mug.png", "duck.png"):
+                path = SAMPLES_DIR / name
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()
+                requests.append(MeshRequest(name, str(path), sha, await client.upload(path)))
+        async with Buggy(settings_for(emulator)) as client:
+            policy = GenerationPolicy(model=DEFAULT_MODEL, run_id="r1")
+            generator = MeshGenerator(client, LocalMeshStore(tmp_path), policy, 2)
+            with pytest.raises(RuntimeError, match="a bug in our code"):
+                [o async for o in generator.run(requests)]
+            return dict(state)  # before the client closes
+
+    assert asyncio.run(scenario()) == {"waiting": 2, "cancelled": 1}

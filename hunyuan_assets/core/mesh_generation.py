@@ -292,9 +292,15 @@ class MeshGenerator:
             await results.put(outcome)
 
         async def work() -> None:
+            tasks = [asyncio.ensure_future(self._item(item, emit)) for item in items]
             try:
-                await asyncio.gather(*(self._item(item, emit) for item in items))
+                await asyncio.gather(*tasks)
             except BaseException as exc:  # a bug, not a bad image: the consumer re-raises it
+                # gather leaves the others running: stop them before the caller closes the
+                # client under their requests (seen: "retrying PUT ... (ReadError)").
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await results.put(exc)
             finally:
                 await results.put(_DONE)

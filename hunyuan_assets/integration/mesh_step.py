@@ -55,6 +55,8 @@ from hunyuan_assets.integration.settings import MeshDefsSettings
 
 SOURCE_CODE_VERSION = "1"
 USAGE_TAG_PREFIX = "wavespeed/"
+# Local files the step cannot use however often it tries: not retried (MeshStep.run).
+_NOT_FIXED_BY_WAITING = (NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 class TransientFailure(Exception):
@@ -186,11 +188,17 @@ class MeshStep:
                     yield outcome
 
         with long_lived_objects_frozen():  # full GCs would stall the loop ~0.1-0.5 s each
-            for outcome in iterate_async(outcomes):
-                if isinstance(outcome, RegistrationOutcome):
-                    yield from self._registered(outcome, outcome.partition_key in registering)
-                else:
-                    yield from self._meshed(outcome)
+            try:
+                for outcome in iterate_async(outcomes):
+                    if isinstance(outcome, RegistrationOutcome):
+                        yield from self._registered(outcome, outcome.partition_key in registering)
+                    else:
+                        yield from self._meshed(outcome)
+            except _NOT_FIXED_BY_WAITING as exc:
+                # A folder that is a file, a path we may not write: the step's RetryPolicy
+                # would only repeat it three times over ~2 minutes.
+                message = f"{type(exc).__name__}: {exc}"
+                raise dg.Failure(description=message, allow_retries=False) from exc
         yield from self._report_usage()
         self._raise_for_failures()
 
