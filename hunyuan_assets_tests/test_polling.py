@@ -488,11 +488,14 @@ def test_a_wait_that_learns_its_window_late_polls_soon_not_initial_interval_late
     first = PollSchedule(policy, forecast).next_poll(0.0)
     assert before.next_poll(first - 0.1) == pytest.approx(first - 0.1 + policy.burst_interval)
     # After the window (a cold wave learned only then): one poll soon, then the adaptive one.
-    after = PollSchedule(policy, forecast)
+    after = PollSchedule(policy, forecast, learned_late=True)
     assert after.next_poll(3.5) == pytest.approx(3.5 + policy.burst_interval)
     assert after.next_poll(4.0) == pytest.approx(4.0 + policy.initial_interval)
+    # A wait that had its forecast all along (or resumes by id) is past its window: adaptive.
+    plain = PollSchedule(policy, forecast)
+    assert plain.next_poll(3.5) == pytest.approx(3.5 + policy.initial_interval)
     # Without bursts left, never under initial_interval outside the window.
-    none = PollSchedule(PollPolicy(max_burst=0), forecast)
+    none = PollSchedule(PollPolicy(max_burst=0), forecast, learned_late=True)
     assert none.next_poll(3.5) == pytest.approx(3.5 + policy.initial_interval)
 
 

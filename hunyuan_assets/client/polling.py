@@ -6,8 +6,8 @@ x1.5 per poll, capped at 20 s. On a 120 s task it notices completion ~10 s late 
 The learned schedule uses a `CompletionForecast`, a window [earliest, latest] in seconds since
 our own submit, built by `forecast_completion` from what earlier waits observed for the same
 model (`PollObservation`: completion lay between the last not-done poll and the first done poll;
-when the last 8 or more all overlap, the tasks took one duration and the window is the overlap,
-narrowed by the older observations that overlap it too).
+when the last 8 or more overlap, but for strays, and their model times agree, the tasks took one
+duration and the window is the overlap, narrowed by the older observations that overlap it too).
 `PollSchedule` then polls rarely before the window and densely inside it:
 
 - before the window: anchor points at first/r, first/r**2, ... (r = `early_growth`), so a task
@@ -20,7 +20,8 @@ narrowed by the older observations that overlap it too).
 - gaps shorter than `initial_interval` (the provider asks for ~2 s) happen only inside the
   window (the one that ends at its first poll included), never under `burst_interval`, and
   at most `max_burst` times per wait;
-- after the window: the adaptive schedule again, from its start.
+- after the window: the adaptive schedule again, from its start (a wait that learned the
+  window only after it had ended looks once, a burst apart, first).
 
 A wait with no forecast yet but a source that may have one soon (a run still learning) keeps
 the adaptive schedule stretched by a factor in [1, 2) fixed per prediction, so predictions
@@ -314,12 +315,22 @@ def _overlap(observations: Sequence[PollObservation]) -> tuple[float, float]:
 class PollSchedule:
     """When to poll next, in seconds since the submit; one instance per wait (it counts)."""
 
-    def __init__(self, policy: PollPolicy, forecast: CompletionForecast | None = None) -> None:
+    def __init__(
+        self,
+        policy: PollPolicy,
+        forecast: CompletionForecast | None = None,
+        *,
+        learned_late: bool = False,
+    ) -> None:
+        """`learned_late`: for a wait that polled on the adaptive schedule until the run could
+        forecast (see `_WaitPlan`); if the window is already over by its first plan, the task
+        has most likely completed, so it looks once soon instead of restarting the adaptive
+        schedule (seen: cold-wave 3 s tasks noticed 2.3-2.7 s late)."""
         self.policy = policy
         self.forecast = forecast
         self._intervals = poll_intervals(policy)  # no forecast, or after its window
         self._bursts = 0
-        self._planned = 0  # polls planned so far
+        self._look_soon_if_over = learned_late  # until the first plan
         if forecast is not None:
             # The first poll inside the window waits half a gap: nothing is expected before it.
             self._first = forecast.earliest + 0.5 * self._window_gap(forecast.earliest)
@@ -332,7 +343,7 @@ class PollSchedule:
     def next_poll(self, now: float) -> float:
         """The time of the next poll, given that the previous one (or the wait) is at `now`."""
         policy, forecast = self.policy, self.forecast
-        fresh, self._planned = self._planned == 0, self._planned + 1
+        look_soon, self._look_soon_if_over = self._look_soon_if_over, False
         if forecast is None:
             return now + next(self._intervals)
         least = now + policy.initial_interval
@@ -357,9 +368,7 @@ class PollSchedule:
                 else:
                     gap = policy.initial_interval
             return now + gap
-        if fresh and self._bursts < policy.max_burst:
-            # Learned only after its window ended: the task has most likely completed, so
-            # look once soon rather than restart the adaptive schedule (seen: 2.3 s late).
+        if look_soon and self._bursts < policy.max_burst:
             self._bursts += 1
             return now + burst
         return now + next(self._intervals)

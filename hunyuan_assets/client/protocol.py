@@ -941,7 +941,7 @@ class _WaitPlan:
             assert self._forecast_source is not None
             self.forecast = self._forecast_source()
             if self.forecast is not None:
-                self._schedule = PollSchedule(self.policy, self.forecast)
+                self._schedule = PollSchedule(self.policy, self.forecast, learned_late=True)
         delay = self._schedule.next_poll(position) - position
         if learning and self.forecast is None and self._stretch:
             delay = self._stretched(delay)
