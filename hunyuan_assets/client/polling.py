@@ -352,23 +352,24 @@ class PollSchedule:
             anchor = self._first
             while anchor / policy.early_growth >= max(least, 1e-6):
                 anchor /= policy.early_growth
-            if anchor < least and self._bursts < policy.max_burst:
+            if anchor < least and self._take_burst():
                 # The window's first poll comes sooner than initial_interval after this one
                 # (a wait that learned its forecast late, just before the window): a burst,
                 # not a wait of initial_interval past it (seen: 3 s tasks noticed 1.7 s late).
-                self._bursts += 1
                 return max(anchor, now + burst)
             return max(anchor, least)
         if now < forecast.latest:
             gap = self._window_gap(now)
             if gap < policy.initial_interval:
-                if self._bursts < policy.max_burst:
-                    self._bursts += 1
-                    gap = max(gap, burst)
-                else:
-                    gap = policy.initial_interval
+                gap = max(gap, burst) if self._take_burst() else policy.initial_interval
             return now + gap
-        if look_soon and self._bursts < policy.max_burst:
-            self._bursts += 1
+        if look_soon and self._take_burst():
             return now + burst
         return now + next(self._intervals)
+
+    def _take_burst(self) -> bool:
+        """One of the wait's `max_burst` gaps shorter than initial_interval, if any is left."""
+        if self._bursts >= self.policy.max_burst:
+            return False
+        self._bursts += 1
+        return True

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
@@ -234,9 +235,9 @@ class MeshGenerator:
         # Polling that learns: what earlier runs saw of this model's durations, plus what this
         # run sees, forecast when a prediction will complete (client/polling.py).
         self.poll_history = PollHistory(store)
-        self._observations: list[PollObservation] = []
-        self._forecast_stale = True  # the observations changed since `_forecast_cache`
-        self._forecast_cache: CompletionForecast | None = None
+        self._observations: deque[PollObservation] = deque(maxlen=_OBSERVATIONS_KEPT)
+        # Asked by every wait as it plans (hundreds in flight): made once per observation.
+        self._current_forecast: CompletionForecast | None = None
         self.loop_lag = LoopLag()  # read it after `run` to see whether anything held the loop
         self._new_observations: list[PollObservation] = []
         # Set once this run can forecast: waits still on the adaptive schedule re-plan then.
@@ -305,10 +306,11 @@ class MeshGenerator:
             finally:
                 await results.put(_DONE)
 
-        self._observations = await asyncio.to_thread(
-            self.poll_history.observations, self.policy.model
+        self._observations = deque(
+            await asyncio.to_thread(self.poll_history.observations, self.policy.model),
+            maxlen=_OBSERVATIONS_KEPT,
         )
-        self._forecast_stale = True
+        self._current_forecast = forecast_completion(self._observations)
         self._forecast_known = asyncio.Event()  # of this loop; set by `_learn`
         self._wake = self._forecast_known if self._learn_together else None
         worker = asyncio.create_task(work())
@@ -858,20 +860,15 @@ class MeshGenerator:
         return replace(outcome, prediction=prediction, details={"prediction_id": prediction.id})
 
     def _forecast(self) -> CompletionForecast | None:
-        """Asked by every wait as it plans (hundreds in flight): made once per observation."""
-        if self._forecast_stale:
-            self._forecast_cache = forecast_completion(self._observations)
-            self._forecast_stale = False
-        return self._forecast_cache
+        return self._current_forecast
 
     async def _learn(self, prediction: Prediction) -> None:
         if prediction.observation is None:
             return
-        kept = self._observations[-(_OBSERVATIONS_KEPT - 1) :]
-        self._observations = [*kept, prediction.observation]
-        self._forecast_stale = True
+        self._observations.append(prediction.observation)
+        self._current_forecast = forecast_completion(self._observations)
         self._new_observations.append(prediction.observation)
-        if not self._forecast_known.is_set() and self._forecast() is not None:
+        if not self._forecast_known.is_set() and self._current_forecast is not None:
             self._forecast_known.set()
         if len(self._new_observations) >= _OBSERVATIONS_PER_WRITE:
             await self._save_observations()
