@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -207,6 +208,13 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=LOG_SCHEMA)
 
 
+# Reading the log goes through the C allocator, not pyarrow's default mimalloc pool, which
+# keeps what a read used as RSS: +25 MB for reading 1,000 rows (400 KB of parquet), +15 MB
+# for 100, against +11 and +9 MB here. It is not the process's default pool: that one is the
+# user's to choose.
+_READ_POOL = pa.system_memory_pool()
+
+
 def _drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, int]:
     seen: set[str] = set()
     keep = []
@@ -215,7 +223,7 @@ def _drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, int]:
         seen.add(row_id)
     dropped = len(keep) - sum(keep)
     if dropped:
-        table = table.filter(pa.array(keep, pa.bool_()))
+        table = pc.filter(table, pa.array(keep, pa.bool_()), memory_pool=_READ_POOL)
     return table, dropped
 
 
@@ -223,7 +231,7 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
     import pandas as pd
 
     # Nullable integers stay integers in pandas (a mesh of 1,234,567 bytes is not 1234567.0).
-    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get, memory_pool=_READ_POOL)
 
 
 class PredictionLog:
@@ -316,7 +324,10 @@ class PredictionLog:
         table = self._read_table(fs, path)
         table, _ = _drop_duplicate_rows(table)
         if table.num_rows:
-            table = table.sort_by([("logged_at", "ascending"), ("row_id", "ascending")])
+            order = pc.sort_indices(
+                table, [("logged_at", "ascending"), ("row_id", "ascending")], memory_pool=_READ_POOL
+            )
+            table = pc.take(table, order, memory_pool=_READ_POOL)
         return _to_frame(table)
 
     def _read_table(self, fs: pafs.FileSystem, path: str) -> pa.Table:
@@ -336,7 +347,7 @@ class PredictionLog:
                     partitioning=partitioning,
                     schema=LOG_SCHEMA,
                 )
-                return dataset.to_table()
+                return dataset.to_table(memory_pool=_READ_POOL)
             except FileNotFoundError:
                 # A compaction deleted an input after we listed it; its rows are already in
                 # the visible merged file, so a fresh listing is complete.
