@@ -190,6 +190,9 @@ def test_read_of_an_empty_log_has_the_schema_columns(store: MeshStore) -> None:
     assert PredictionLog(store).append([]) is None
 
 
+_POOLS_KEPT_ALIVE: list[pa.MemoryPool] = []
+
+
 def test_reading_the_log_keeps_its_tables_out_of_pyarrows_default_pool(tmp_path: Path) -> None:
     """The default pool (mimalloc) keeps what a read used as RSS: at 1,000 rows, +25 MB for a
     400 KB log. The read goes through the C allocator instead, without changing the default."""
@@ -198,6 +201,8 @@ def test_reading_the_log_keeps_its_tables_out_of_pyarrows_default_pool(tmp_path:
     log.append([make_row(i) for i in range(400, 800)])
     default = pa.default_memory_pool()
     watched = pa.proxy_memory_pool(default)
+    # Kept alive for the whole process: buffers it handed out may be freed through it later.
+    _POOLS_KEPT_ALIVE.append(watched)
     pa.set_memory_pool(watched)
     try:
         frame = log.read()
