@@ -18,6 +18,7 @@ CPU priority than their parent (`WORKER_NICENESS`), so the network work goes fir
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import os
 import sys
@@ -49,9 +50,35 @@ def _executor() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
             context = multiprocessing.get_context("spawn")
-            _pool = ProcessPoolExecutor(WORKERS, mp_context=context, initializer=_lower_priority)
+            _pool = ProcessPoolExecutor(WORKERS, mp_context=context, initializer=_prepare_worker)
             _pool_pid = os.getpid()
         return _pool
+
+
+def _prepare_worker() -> None:
+    _lower_priority()
+    _keep_freed_memory()
+
+
+#: glibc's mallopt parameters (malloc.h) and what the workers set them to.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest on 64-bit
+_TRIM_THRESHOLD = 64 * 1024 * 1024
+
+
+def _keep_freed_memory() -> None:
+    """Let the worker's malloc keep what an analysis freed, for the next one. By default glibc
+    serves a large allocation (a decoded 2048 px texture, its numpy copies) from a fresh mmap
+    and returns it on free; its threshold adapts only to sizes already freed, so meshes of
+    varying sizes keep faulting their memory in again, page by page, zeroed by the kernel.
+    384 realistic images: 502k minor page faults -> 87k, 10.0 -> 7.3 s of system CPU, peak
+    RSS unchanged (292 MB). Not glibc (musl, macOS): nothing to do."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
 def _lower_priority() -> None:
