@@ -123,7 +123,9 @@ def demo_cycle(home: Path, latency: float, c: int) -> str | None:
 # The issue's targets: 96 images at L=3 s, C=16 (<= 1.5x ideal); 384 at L=2 s, C=32
 # (<= 1.0x the SDK pool); the single-run backfill at N=200 (<= 1.15x ideal). Realistic
 # outputs (~40k faces, 2048 px textures) where our per-image cost matters most.
-DEFAULT_SCENARIOS = "96:3:16:small,384:2:32:realistic,200:3:32:realistic"
+# 384 at L=2 s is issue 9's target; at L=2.5 s the SDK's fixed 1 s polls no longer land
+# right at the completion, as they do for any whole number of seconds (real tasks vary).
+DEFAULT_SCENARIOS = "96:3:16:small,384:2:32:realistic,384:2.5:32:realistic,200:3:32:realistic"
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -121,7 +121,7 @@ def _print_summary(
 ) -> int:
     """One line per image from its latest mesh materialization, or why it has none (the last
     error the prediction log holds for it, else the error the run failed with); returns how
-    many have none. Read in chunks: a materialization's metadata holds its thumbnail (~16 KB),
+    many have none. Read in chunks: a materialization's metadata holds its thumbnail (~4 KB),
     16 MB at 1,000 images."""
     errors: dict[str, str] | None = None
     store_prefix = f"{Path(store).resolve().as_uri()}/" if "://" not in store else f"{store}/"

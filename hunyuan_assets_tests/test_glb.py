@@ -775,9 +775,9 @@ def test_analysis_workers_run_below_the_parents_cpu_priority(
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_analysis_workers_reuse_the_memory_an_analysis_freed(tmp_path: Path) -> None:
     """Realistic meshes (2048 px textures) analysed in warm workers must not fault their
-    memory in afresh: with glibc's defaults, meshes of different sizes each took thousands
-    of minor page faults (memory the kernel zeroes for a fresh mmap: 502k faults and ~3 s of
-    system CPU over the 384-image demo); with the workers' mallopt, about none."""
+    memory in afresh: with glibc's defaults, meshes of different sizes took ~820-1,500 minor
+    page faults each (memory the kernel zeroes for a fresh mmap, ~10% of an analysis's CPU);
+    with the workers' mallopt, about none."""
     import asyncio
 
     from hunyuan_assets.core import mesh_work
