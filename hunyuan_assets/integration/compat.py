@@ -51,6 +51,7 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage, SqlEventLogStorage
+from dagster._core.storage.event_log.base import EventLogRecord
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
     AssetKeyTable,
@@ -67,6 +68,7 @@ from dagster._core.storage.tags import (
     SENSOR_NAME_TAG,
     WILL_RETRY_TAG,
 )
+from dagster._time import datetime_from_timestamp
 from dagster_shared.check import CheckError
 from dagster_shared.record import copy
 from dagster_shared.serdes import serialize_value
@@ -608,14 +610,47 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
         with self.index_connection() as conn:
             event_id = conn.execute(_INSERT_EVENT, row).inserted_primary_key[0]
             self._store_asset_event_tags(conn, [event], [event_id])
-            values = self._get_asset_entry_values(
-                event, event_id, self._has_asset_key_index_cols_on_connection(conn)
-            )
+            values = self._asset_entry_values(conn, event, event_id, row["event"])
             updated = conn.execute(
                 _UPDATE_ASSET_KEY, dict(values, key_asset=asset_key.to_string())
             ).rowcount
             if updated == 0:
                 self._store_asset_event(conn, event, event_id)
+
+    def _asset_entry_values(self, conn, event, event_id: int, event_json: str) -> dict:
+        """Dagster's `_get_asset_entry_values`, but a step materialization's
+        `last_materialization` (the event inside an `EventLogRecord`) is made from the event's
+        JSON already made for its row instead of serializing the event again: ~0.1 ms of CPU
+        alone, a quarter of storing a materialization in the demo's run."""
+        has_index_columns = self._has_asset_key_index_cols_on_connection(conn)
+        wrap = None
+        if event.dagster_event.is_step_materialization:
+            wrap = self._record_wrapper(event, event_id, event_json)
+        if wrap is None:
+            return self._get_asset_entry_values(event, event_id, has_index_columns)
+        head, between, tail = wrap
+        values: dict = {
+            "last_materialization": f"{head}{event_json}{between}{event_id}{tail}",
+            "last_run_id": event.run_id,
+        }
+        if has_index_columns:
+            values["last_materialization_timestamp"] = datetime_from_timestamp(event.timestamp)
+        return values
+
+    def _record_wrapper(self, event, event_id: int, event_json: str):
+        """What Dagster's serializer puts around an event and its storage id to make an
+        `EventLogRecord`, learnt from the first step materialization stored (serialized the
+        full way) and checked there; None (Dagster's way, always) if it is not one text
+        before, one between and one after the two."""
+        if self._record_wrapper_learnt is None:
+            full = serialize_value(EventLogRecord(storage_id=event_id, event_log_entry=event))
+            head, found, rest = full.partition(event_json)
+            between, found_id, tail = rest.partition(str(event_id))
+            ok = found and found_id and event_json not in rest and str(event_id) not in tail
+            self._record_wrapper_learnt = (head, between, tail) if ok else False
+        return self._record_wrapper_learnt or None
+
+    _record_wrapper_learnt: tuple[str, str, str] | bool | None = None
 
     def _store_check_evaluation(self, event, evaluation) -> None:
         """A partition's check evaluation: its event row, then the run's planned row for it
