@@ -86,3 +86,59 @@ def test_a_cancelled_caller_does_not_cancel_its_groups_write() -> None:
         return write
 
     assert asyncio.run(scenario()).groups == [["a"], ["b", "c"]]
+
+
+class HeldSleep:
+    """An `asyncio.sleep` stand-in that records each requested pause and ends it only when
+    the test says so (no timing in the test)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.asked = asyncio.Event()
+        self.end = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.asked.set()
+        await self.end.wait()
+
+
+def test_a_group_starts_at_most_every_min_gap_and_gathers_what_arrives_meanwhile() -> None:
+    """A steady stream (each write done before the next item) would be one item a group;
+    with `min_gap` the next group waits out the gap since the last one started, and takes
+    everything that arrived meanwhile."""
+
+    async def scenario() -> tuple[list[list[str]], list[float]]:
+        groups: list[list[str]] = []
+        sleep = HeldSleep()
+        writer = GroupWriter(groups.append, min_gap=30.0, sleep=sleep)
+        await writer.write("a")  # the first group: at once, no pause
+        assert sleep.pauses == []
+        second = asyncio.create_task(writer.write("b"))
+        await asyncio.wait_for(sleep.asked.wait(), 10)  # "a"'s group started < 30 s ago: "b" waits out the gap
+        rest = [asyncio.create_task(writer.write(x)) for x in "cd"]
+        await asyncio.sleep(0)
+        assert groups == [["a"]] and not second.done()
+        sleep.end.set()
+        await asyncio.gather(second, *rest)
+        return groups, sleep.pauses
+
+    groups, pauses = asyncio.run(scenario())
+    assert groups == [["a"], ["b", "c", "d"]]
+    assert len(pauses) == 1 and 0 < pauses[0] <= 30.0
+
+
+def test_without_min_gap_a_steady_stream_is_written_one_by_one() -> None:
+    async def scenario() -> list[list[str]]:
+        groups: list[list[str]] = []
+        writer = GroupWriter(groups.append)
+        for x in "abc":
+            await writer.write(x)
+        return groups
+
+    assert asyncio.run(scenario()) == [["a"], ["b"], ["c"]]
+
+
+def test_min_gap_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="min_gap"):
+        GroupWriter(lambda items: None, min_gap=-1.0)
