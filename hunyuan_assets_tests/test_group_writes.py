@@ -115,7 +115,8 @@ def test_a_group_starts_at_most_every_min_gap_and_gathers_what_arrives_meanwhile
         await writer.write("a")  # the first group: at once, no pause
         assert sleep.pauses == []
         second = asyncio.create_task(writer.write("b"))
-        await asyncio.wait_for(sleep.asked.wait(), 10)  # "a"'s group started < 30 s ago: "b" waits out the gap
+        # "a"'s group started < 30 s ago: "b" waits out the rest of the gap
+        await asyncio.wait_for(sleep.asked.wait(), 10)
         rest = [asyncio.create_task(writer.write(x)) for x in "cd"]
         await asyncio.sleep(0)
         assert groups == [["a"]] and not second.done()
