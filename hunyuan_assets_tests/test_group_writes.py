@@ -129,6 +129,23 @@ def test_a_group_starts_at_most_every_min_gap_and_gathers_what_arrives_meanwhile
     assert len(pauses) == 1 and 0 < pauses[0] <= 30.0
 
 
+def test_a_group_waiting_out_its_gap_is_written_when_the_loop_closes() -> None:
+    """asyncio.run cancels what is left when its coroutine returns (a step that stopped
+    early): outcomes waiting out the gap are written then, not dropped."""
+
+    async def scenario(groups: list[list[str]]) -> None:
+        sleep = HeldSleep()  # never ended: only the loop's closing ends the pause
+        writer = GroupWriter(groups.append, min_gap=30.0, sleep=sleep)
+        await writer.write("a")
+        asyncio.create_task(writer.write("b"))
+        await asyncio.wait_for(sleep.asked.wait(), 10)
+        # returns with "b" waiting: asyncio.run cancels its caller and the writer
+
+    groups: list[list[str]] = []
+    asyncio.run(scenario(groups))
+    assert groups == [["a"], ["b"]]
+
+
 def test_without_min_gap_a_steady_stream_is_written_one_by_one() -> None:
     async def scenario() -> list[list[str]]:
         groups: list[list[str]] = []
