@@ -496,7 +496,9 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
     size that does not grow with their number; a materialization and a check's evaluation are
     each stored in one transaction. Overrides `_connect`, `has_table`,
     `_has_asset_key_col_on_connection`, `_store_asset_check_evaluation_planned` and
-    `store_event`, internal names but for the last."""
+    `store_event`, internal names but for the last; it also builds the asset row's values of a
+    step materialization itself (`_asset_entry_values`: Dagster's `_get_asset_entry_values`,
+    with its `EventLogRecord` wrapped around the event's JSON)."""
 
     _process_engine: tuple[int, sa.engine.Engine] | None = None
 
