@@ -146,15 +146,18 @@ def test_a_group_waiting_out_its_gap_is_written_when_the_loop_closes() -> None:
     assert groups == [["a"], ["b"]]
 
 
-def test_without_min_gap_a_steady_stream_is_written_one_by_one() -> None:
-    async def scenario() -> list[list[str]]:
-        groups: list[list[str]] = []
-        writer = GroupWriter(groups.append)
-        for x in "abc":
-            await writer.write(x)
-        return groups
+def test_without_min_gap_a_steady_stream_is_written_one_by_one_without_pausing() -> None:
+    """The default has no gap: no write ever waits (a pause would hold here for good)."""
 
-    assert asyncio.run(scenario()) == [["a"], ["b"], ["c"]]
+    async def scenario() -> tuple[list[list[str]], list[float]]:
+        groups: list[list[str]] = []
+        sleep = HeldSleep()
+        writer = GroupWriter(groups.append, sleep=sleep)
+        for x in "abc":
+            await asyncio.wait_for(writer.write(x), 10)
+        return groups, sleep.pauses
+
+    assert asyncio.run(scenario()) == ([["a"], ["b"], ["c"]], [])
 
 
 def test_min_gap_must_not_be_negative() -> None:
