@@ -84,18 +84,23 @@ def main(argv: list[str] | None = None) -> str:
                     counts[kind] = len(each)
                     total = sum(each)
                     best[name][kind] = min(best[name].get(kind, total), total)
-    rows = []
-    for kind in (*KINDS, "all events"):
-        if kind == "all events":
-            n = sum(counts.values())
-            ours, theirs = sum(best["demo"].values()), sum(best["dagster"].values())
-        elif kind in counts:
-            n, ours, theirs = counts[kind], best["demo"][kind], best["dagster"][kind]
-        else:
-            continue
-        rows.append(
-            [kind, n, f"{theirs / n * 1e3:.3f}", f"{ours / n * 1e3:.3f}", f"{ours / theirs:.2f}x"]
-        )
+
+    def row(kind: str, n: int, theirs: float, ours: float) -> list:
+        return [
+            kind,
+            n,
+            f"{theirs / n * 1e3:.3f}",
+            f"{ours / n * 1e3:.3f}",
+            f"{ours / theirs:.2f}x",
+        ]
+
+    rows = [
+        row(kind, counts[kind], best["dagster"][kind], best["demo"][kind])
+        for kind in KINDS
+        if kind in counts
+    ]
+    everything = sum(best["dagster"].values()), sum(best["demo"].values())
+    rows.append(row("all events", sum(counts.values()), *everything))
     body = table(
         ["event", "count", "Dagster's own ms CPU/event", "demo's ms CPU/event", "demo vs Dagster"],
         rows,
