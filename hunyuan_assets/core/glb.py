@@ -521,11 +521,11 @@ def _data_uri(uri: str) -> bytes | None:
 
 def _inspect(scene: _Scene) -> MeshInfo:
     gltf = scene.doc.gltf
-    vertices = scene.vertices
-    finite = vertices[np.isfinite(vertices).all(axis=1)]
+    finite_rows = _finite_rows(scene.vertices)
+    finite = scene.vertices if finite_rows is None else scene.vertices[finite_rows]
     if len(finite) == 0:
         raise MeshError(f"{scene.label} has no geometry: no finite vertex positions")
-    lo, hi = finite.min(axis=0), finite.max(axis=0)
+    lo, hi = _bounds(finite)
     welded, welded_count = scene.welded()
     materials = _json_list(gltf, "materials")
     return MeshInfo(
@@ -602,17 +602,37 @@ def _is_image(blob: bytes) -> bool | None:
         return None
 
 
+def _finite_rows(points: np.ndarray) -> np.ndarray | None:
+    """Which rows of an (N, k) array are all finite, or None when every one is: the usual
+    case, told ~30x cheaper than the row mask, which numpy reduces slowly over short rows."""
+    finite = np.isfinite(points)
+    return None if finite.all() else finite.all(axis=1)
+
+
+def _bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (min, max) of an (N, k) array, one column at a time: numpy's axis=0
+    reductions over short rows are ~9x slower."""
+    columns = range(points.shape[1])
+    lo = np.array([points[:, k].min() for k in columns], dtype=points.dtype)
+    hi = np.array([points[:, k].max() for k in columns], dtype=points.dtype)
+    return lo, hi
+
+
 def _weld_by_position(vertices: np.ndarray) -> tuple[np.ndarray, int]:
     """Map each vertex to a position class (UV seams split vertices, positions do not)."""
-    finite = np.isfinite(vertices).all(axis=1)
+    finite = _finite_rows(vertices)
+    good = vertices if finite is None else vertices[finite]
     key = -1 - np.arange(len(vertices), dtype=np.int64)  # NaN/inf: each its own class
-    if finite.any():
-        good = vertices[finite]
-        lo = good.min(axis=0)
-        extent = float((good.max(axis=0) - lo).max())
+    if len(good):
+        lo, hi = _bounds(good)
+        extent = float((hi - lo).max())
         step = extent / (1 << _WELD_BITS) if extent > 0 else 1.0
         grid = np.rint((good - lo) / step).astype(np.int64)
-        key[finite] = (grid[:, 0] << 42) | (grid[:, 1] << 21) | grid[:, 2]
+        grid_key = (grid[:, 0] << 42) | (grid[:, 1] << 21) | grid[:, 2]
+        if finite is None:
+            key = grid_key
+        else:
+            key[finite] = grid_key
     unique, inverse = np.unique(key, return_inverse=True)
     return inverse.reshape(-1), len(unique)
 
@@ -679,15 +699,20 @@ def _render(scene: _Scene, size: int, supersample: int = 1) -> np.ndarray:
     below), then the silhouette's staircase is softened, which is where aliasing shows."""
     width = size * supersample
     vertices, faces = scene.vertices, scene.faces
-    finite = np.isfinite(vertices).all(axis=1)
-    kept = np.flatnonzero(finite[faces].all(axis=1))  # NaN corners would wreck fit and raster
+    finite = _finite_rows(vertices)
+    rotation = _rotation(_YAW, _PITCH)
+    if finite is None:
+        kept, kept_faces = np.arange(len(faces)), faces
+        view = _times(vertices, rotation)
+    else:
+        kept = np.flatnonzero(finite[faces].all(axis=1))  # NaN corners would wreck the raster
+        kept_faces = faces[kept]
+        view = _times(np.where(finite[:, None], vertices, 0.0), rotation)
     if len(kept) == 0:
         raise MeshError(f"{scene.label} has no geometry: no triangles with finite positions")
-    rotation = _rotation(_YAW, _PITCH)
-    view = _times(np.where(finite[:, None], vertices, 0.0), rotation)
-    screen = _fit_to_screen(view, faces[kept], width)
+    screen = _fit_to_screen(view, kept_faces, width)
     candidates, coefficients, face_id = _rasterize(
-        screen, view[:, 2], faces[kept], width, cull=scene.cullable()
+        screen, view[:, 2], kept_faces, width, cull=scene.cullable()
     )
     pixels = np.flatnonzero(face_id >= 0)
     winner = face_id[pixels]
@@ -761,8 +786,7 @@ def _fit_to_screen(view: np.ndarray, faces: np.ndarray, width: int) -> np.ndarra
     """Orthographic: x right, y down, the used vertices' box centred with a margin."""
     in_use = np.zeros(len(view), dtype=bool)
     in_use[faces.reshape(-1)] = True
-    used = view[in_use]
-    lo, hi = used[:, :2].min(axis=0), used[:, :2].max(axis=0)
+    lo, hi = _bounds(view[:, :2] if in_use.all() else view[in_use, :2])
     extent = float((hi - lo).max())
     scale = width * (1.0 - 2.0 * _MARGIN) / extent if extent > 0 else 1.0
     centre = (lo + hi) / 2.0
@@ -1048,9 +1072,15 @@ def _sample_texture(texture: _Texture, uv: np.ndarray) -> np.ndarray:
     x0i, x1i = _wrap(x0i, width, texture.clamp_s), _wrap(x0i + 1, width, texture.clamp_s)
     y0i, y1i = _wrap(y0i, height, texture.clamp_t), _wrap(y0i + 1, height, texture.clamp_t)
     # Linear light is what filtering should mix: the four texels go through the table.
-    lut = _SRGB_TO_LINEAR
-    top = lut[texels[y0i, x0i]] * (1 - fx) + lut[texels[y0i, x1i]] * fx
-    bottom = lut[texels[y1i, x0i]] * (1 - fx) + lut[texels[y1i, x1i]] * fx
+    # Rows of the flat texel array: one index per texel, ~2x faster than two.
+    flat, lut = texels.reshape(-1, texels.shape[2]), _SRGB_TO_LINEAR
+    y0i, y1i = y0i * width, y1i * width
+
+    def linear(rows: np.ndarray) -> np.ndarray:
+        return lut[np.take(flat, rows, axis=0)]
+
+    top = linear(y0i + x0i) * (1 - fx) + linear(y0i + x1i) * fx
+    bottom = linear(y1i + x0i) * (1 - fx) + linear(y1i + x1i) * fx
     return top * (1 - fy) + bottom * fy
 
 
