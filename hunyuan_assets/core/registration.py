@@ -32,6 +32,7 @@ from hunyuan_assets.core.sources import (
     ImageReadError,
     ImageRef,
     ImageSource,
+    ImageUpload,
     InvalidImageError,
     prepare_upload,
 )
@@ -137,31 +138,15 @@ async def register_image(
     URL; never raises for a bad image or a failed upload (the Registration says what went
     wrong). ``presign_expiry`` as for :func:`register_images`."""
     _presign_seconds(presign_expiry)
-    try:
-        data = await asyncio.to_thread(source.read_bytes, ref)
-    except ImageReadError as exc:  # the message names the file and why it was not read
-        return Registration(ref=ref, error=str(exc))
-    except OSError as exc:
-        return Registration(
-            ref=ref,
-            error=f"{ref.relative_path} could not be read: {exc}",
-            transient=isinstance(exc, ConnectionError | TimeoutError),
-        )
-    raw_sha256 = hashlib.sha256(data).hexdigest()
-    try:
-        upload = await asyncio.to_thread(prepare_upload, data)
-    except InvalidImageError as exc:
-        return Registration(ref=ref, error=f"{ref.relative_path}: {exc}", content_sha256=raw_sha256)
+    # Read, hash, validate and sign in one trip to a thread: the sha256 of a large picture
+    # would hold the event loop, and each trip costs the loop a wake-up.
+    staged = await asyncio.to_thread(_stage, source, ref, presign_expiry)
+    if isinstance(staged, Registration):
+        return staged
+    upload, presigned = staged
     info = upload.info
-    if not upload.converted:
-        try:
-            presigned = await asyncio.to_thread(presigned_url, source, ref, presign_expiry)
-        except OSError as exc:
-            return Registration(ref, info, error=str(exc), content_sha256=info.sha256)
-        if presigned is not None:
-            return Registration(
-                ref, info, presigned.url, presigned.expires_at, url_kind="presigned"
-            )
+    if presigned is not None:
+        return Registration(ref, info, presigned.url, presigned.expires_at, url_kind="presigned")
     now = datetime.now(UTC)
     try:
         url = await _upload(client, upload.payload, _upload_name(ref, upload.converted))
@@ -182,6 +167,35 @@ async def register_image(
             content_sha256=info.sha256,
         )
     return Registration(ref, info, url, now + UPLOAD_URL_LIFETIME, url_kind="upload")
+
+
+def _stage(
+    source: ImageSource, ref: ImageRef, presign_expiry: timedelta
+) -> tuple[ImageUpload, PresignedUrl | None] | Registration:
+    """What `register_image` does before the network: the validated upload and, for an
+    image the API can read as stored, its presigned URL (None: a folder); or the failed
+    Registration, which says why."""
+    try:
+        data = source.read_bytes(ref)
+    except ImageReadError as exc:  # the message names the file and why it was not read
+        return Registration(ref=ref, error=str(exc))
+    except OSError as exc:
+        return Registration(
+            ref=ref,
+            error=f"{ref.relative_path} could not be read: {exc}",
+            transient=isinstance(exc, ConnectionError | TimeoutError),
+        )
+    raw_sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        upload = prepare_upload(data)
+    except InvalidImageError as exc:
+        return Registration(ref=ref, error=f"{ref.relative_path}: {exc}", content_sha256=raw_sha256)
+    if upload.converted:
+        return upload, None
+    try:
+        return upload, presigned_url(source, ref, presign_expiry)
+    except OSError as exc:
+        return Registration(ref, upload.info, error=str(exc), content_sha256=upload.info.sha256)
 
 
 async def _upload(client: AsyncHunyuan3DClient, payload: bytes, name: str) -> str:
