@@ -768,6 +768,7 @@ class MeshGenerator:
         glb_key, png_key = self._mesh_keys(request, quarantined)
         # Made and removed off the event loop (removing a folder is a few syscalls each).
         tmp = await asyncio.to_thread(make_scratch_dir)
+        handed_over = False  # from then on `_publish` removes the scratch folder itself
         try:
             local = Path(tmp) / "mesh.glb"
             try:
@@ -787,28 +788,28 @@ class MeshGenerator:
                 # The worker died twice (killed, out of memory): not the mesh's fault. The
                 # record stays pending, so a new attempt downloads it again, paying nothing.
                 return self._analysis_died(request, record, prediction)
-            mesh_uri = await asyncio.to_thread(self.store.move_file, glb_key, local)
+            # How the prediction was found after a lost answer stays on the record (audit trail).
+            kept = {k: v for k, v in record.details.items() if k in ("adopted", "submit")}
+            details = {**kept, **_prediction_details(prediction, info)}
+            if mesh_error:
+                details["mesh_error"] = mesh_error
+            done = record.evolve(
+                state="failed" if mesh_error else "completed",
+                error=mesh_error,
+                mesh_key=glb_key,
+                preview_key=png_key if png else None,
+                nsfw=nsfw,
+                quarantined=quarantined,
+                details=details,
+            )
+            handed_over = True
+            previews = (png_key, png, thumb) if png and thumb else None
+            mesh_uri, preview_uri = await asyncio.to_thread(
+                self._publish, prefix, done, local, glb_key, previews
+            )
         finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
-        preview_uri = None
-        if png and thumb:
-            preview_uri = await asyncio.to_thread(self.store.put_bytes, png_key, png)
-            await asyncio.to_thread(self.store.put_bytes, _thumbnail_key(png_key), thumb)
-        # How the prediction was found after a lost answer stays on the record (audit trail).
-        kept = {k: v for k, v in record.details.items() if k in ("adopted", "submit")}
-        details = {**kept, **_prediction_details(prediction, info)}
-        if mesh_error:
-            details["mesh_error"] = mesh_error
-        done = record.evolve(
-            state="failed" if mesh_error else "completed",
-            error=mesh_error,
-            mesh_key=glb_key,
-            preview_key=png_key if png else None,
-            nsfw=nsfw,
-            quarantined=quarantined,
-            details=details,
-        )
-        await self._put(prefix, done)
+            if not handed_over:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
         outcome = MeshOutcome(
             request=request,
             status="completed",
@@ -835,6 +836,29 @@ class MeshGenerator:
         if nsfw and self.policy.nsfw_policy == "fail":
             return _nsfw_rejected(outcome)
         return outcome
+
+    def _publish(
+        self,
+        prefix: str,
+        done: PredictionRecord,
+        local: Path,
+        glb_key: str,
+        previews: tuple[str, bytes, bytes] | None,
+    ) -> tuple[str, str | None]:
+        """Store the mesh, then its preview and thumbnail, then the record that points at
+        them (a crash at any point leaves nothing pointing at what is missing), and remove
+        the scratch folder: on one thread, one trip from the event loop instead of five."""
+        try:
+            mesh_uri = self.store.move_file(glb_key, local)
+        finally:
+            shutil.rmtree(local.parent, True)
+        preview_uri = None
+        if previews is not None:
+            png_key, png, thumb = previews
+            preview_uri = self.store.put_bytes(png_key, png)
+            self.store.put_bytes(_thumbnail_key(png_key), thumb)
+        self.records.put(prefix, done)
+        return mesh_uri, preview_uri
 
     def _download_failed(
         self,
