@@ -950,12 +950,12 @@ def _interpolated_normals(
 
 
 def _interpolate(values: np.ndarray, corners: np.ndarray, bary: np.ndarray) -> np.ndarray:
-    """Per pixel, the barycentric mix of a per-vertex attribute at its face's corners."""
-    return (
-        values[corners[:, 0]] * bary[:, 0:1]
-        + values[corners[:, 1]] * bary[:, 1:2]
-        + values[corners[:, 2]] * bary[:, 2:3]
-    )
+    """Per pixel, the barycentric mix of a per-vertex attribute at its face's corners, one
+    attribute column at a time (~3x faster than broadcasting over (P, 3) rows; the same sums)."""
+    b0, b1, b2 = bary[:, 0], bary[:, 1], bary[:, 2]
+    c0, c1, c2 = corners[:, 0], corners[:, 1], corners[:, 2]
+    columns = [v[c0] * b0 + v[c1] * b1 + v[c2] * b2 for v in np.ascontiguousarray(values.T)]
+    return np.stack(columns, axis=1)
 
 
 # ------------------------------------------------------------------------- colour
@@ -1067,21 +1067,20 @@ def _sample_texture(texture: _Texture, uv: np.ndarray) -> np.ndarray:
     x = uv[:, 0] * width - 0.5
     y = uv[:, 1] * height - 0.5
     x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    fx, fy = x - x0, y - y0
     x0i, y0i = x0.astype(np.int64), y0.astype(np.int64)
     x0i, x1i = _wrap(x0i, width, texture.clamp_s), _wrap(x0i + 1, width, texture.clamp_s)
     y0i, y1i = _wrap(y0i, height, texture.clamp_t), _wrap(y0i + 1, height, texture.clamp_t)
-    # Linear light is what filtering should mix: the four texels go through the table.
-    # Rows of the flat texel array: one index per texel, ~2x faster than two.
-    flat, lut = texels.reshape(-1, texels.shape[2]), _SRGB_TO_LINEAR
-    y0i, y1i = y0i * width, y1i * width
-
-    def linear(rows: np.ndarray) -> np.ndarray:
-        return lut[np.take(flat, rows, axis=0)]
-
-    top = linear(y0i + x0i) * (1 - fx) + linear(y0i + x1i) * fx
-    bottom = linear(y1i + x0i) * (1 - fx) + linear(y1i + x1i) * fx
-    return top * (1 - fy) + bottom * fy
+    corners = (y0i * width + x0i, y0i * width + x1i, y1i * width + x0i, y1i * width + x1i)
+    # Linear light is what filtering should mix: the four texels go through the table. One
+    # channel at a time, by one flat index: ~3x faster than (P, 3) rows, the same sums.
+    lut, gx, gy = _SRGB_TO_LINEAR, 1 - fx, 1 - fy
+    channels = []
+    for plane in np.moveaxis(texels, 2, 0):
+        flat = plane.ravel()  # a contiguous copy of the channel
+        t00, t01, t10, t11 = (lut[flat[i]] for i in corners)
+        channels.append((t00 * gx + t01 * fx) * gy + (t10 * gx + t11 * fx) * fy)
+    return np.stack(channels, axis=1)
 
 
 def _wrap(index: np.ndarray, size: int, clamp: bool) -> np.ndarray:
