@@ -202,6 +202,37 @@ def test_open_mesh_is_not_watertight() -> None:
     assert not inspect_glb(glb_of(mesh)).watertight
 
 
+def test_welding_and_topology_do_not_depend_on_the_order_of_faces_or_vertices() -> None:
+    """The sorts take runs of neighbouring faces as they come; shuffled faces and vertices,
+    and a wound-inconsistent face, must give the same answers as trimesh and np.unique."""
+    from hunyuan_assets.core.glb import _classes, _edge_topology
+
+    rng = np.random.default_rng(7)
+    sphere = textured_sphere(checker_texture(), rows=24, cols=48)
+    ordered = inspect_glb(glb_of(sphere))
+    order = rng.permutation(len(sphere.vertices))
+    shuffled = trimesh.Trimesh(
+        sphere.vertices[order],
+        np.argsort(order)[sphere.faces][rng.permutation(len(sphere.faces))],
+        process=False,
+    )
+    info = inspect_glb(glb_of(shuffled))
+    assert (info.welded_vertices, info.watertight) == (ordered.welded_vertices, True)
+
+    box = trimesh.creation.box()
+    faces = box.faces[rng.permutation(len(box.faces))]
+    assert _edge_topology(faces) == (True, True)
+    flipped = faces.copy()
+    flipped[3] = flipped[3, ::-1]  # one face wound the other way: still closed, not consistent
+    assert _edge_topology(flipped) == (True, False)
+    assert _edge_topology(faces[1:]) == (False, False)
+
+    for keys in (rng.integers(0, 50, 2000), np.sort(rng.integers(-9, 9, 300)), np.arange(0)):
+        inverse, count = _classes(keys)
+        unique, expected = np.unique(keys, return_inverse=True)
+        assert count == len(unique) and np.array_equal(inverse, expected.reshape(-1))
+
+
 def test_counts_cover_every_mesh_and_bounds_follow_the_scene_graph() -> None:
     scene = trimesh.Scene()
     scene.add_geometry(trimesh.creation.box(), geom_name="a")
