@@ -470,6 +470,52 @@ def test_a_checks_planned_rows_hold_their_own_partition_on_the_demo_event_log(tm
         assert sorted(whole.asset_check_planned_data.partitions_subset.get_partition_keys()) == keys
 
 
+def test_a_check_planned_over_more_partitions_than_one_sqlite_statement_binds(tmp_path):
+    """5,000 partitions: 40,000 values, past the 32,766 per statement of SQLite's default
+    build (Debian's allows 250,000: the limit is set here), where Dagster's own single insert
+    fails. The demo's event log stores a row per partition."""
+    import sqlite3
+    import time
+
+    from dagster._core.events import AssetCheckEvaluationPlanned, DagsterEvent
+    from dagster._core.events.log import EventLogEntry
+
+    keys = [f"image-{i:05d}.png" for i in range(5000)]
+    (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
+    check_key = dg.AssetCheckKey(dg.AssetKey("checked"), "fine")
+    planned = DagsterEvent(
+        event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+        job_name="wide",
+        message="plans the check",
+        event_specific_data=AssetCheckEvaluationPlanned(
+            asset_key=check_key.asset_key,
+            check_name=check_key.name,
+            partitions_subset=CHECKED_PARTS.subset_with_partition_keys(keys),
+        ),
+        step_key="checked",
+    )
+    entry = EventLogEntry(
+        error_info=None, level=10, user_message="", run_id="wide-run", timestamp=time.time(),
+        step_key="checked", job_name="wide", dagster_event=planned,
+    )  # fmt: skip
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        engine = instance.event_log_storage._engine
+
+        @sqlalchemy.event.listens_for(engine, "connect")
+        def default_build_limit(dbapi_connection, _record) -> None:
+            dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+
+        engine.dispose()  # connections from here on have the limit
+        instance.event_log_storage.store_event(entry)
+        records = instance.event_log_storage.get_asset_check_execution_history(
+            check_key, limit=10_000
+        )
+    assert sorted(r.partition for r in records) == keys
+    assert {r.status.value for r in records} == {"PLANNED"}
+    one = records[0].event.get_dagster_event().asset_check_planned_data.partitions_subset
+    assert list(one.get_partition_keys()) == [records[0].partition]
+
+
 @pytest.mark.parametrize("yaml", ["demo", "dagster"])
 def test_a_checks_target_is_the_partitions_latest_materialization(tmp_path, yaml):
     """The one-query target agrees with the whole record, to the microsecond, on the demo's

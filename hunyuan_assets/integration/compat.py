@@ -444,11 +444,6 @@ def report_run_failed(instance: dg.DagsterInstance, run: dg.DagsterRun, message:
     instance.report_run_failed(run, message)
 
 
-# SQLite allows 32,766 bound values per statement (8 per row here); Dagster's own insert of
-# one statement for all rows fails from 4,096 partitions.
-PLANNED_ROWS_PER_INSERT = 500
-
-
 _CHECK_EVALUATION = dg.DagsterEventType.ASSET_CHECK_EVALUATION.value
 # Stored alike by Dagster: the event row, indexed tags, the asset's row (last run, time).
 _ASSET_ROW_EVENTS = {
@@ -456,6 +451,7 @@ _ASSET_ROW_EVENTS = {
     dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value,
 }
 _INSERT_EVENT = SqlEventLogStorageTable.insert()
+_INSERT_PLANNED_CHECK = AssetCheckExecutionsTable.insert()
 # The SET clause is the execution's parameters but `key_asset` (SQLAlchemy derives it).
 _UPDATE_ASSET_KEY = AssetKeyTable.update().where(
     AssetKeyTable.c.asset_key == sa.bindparam("key_asset")
@@ -580,10 +576,12 @@ class SingleProcessSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
             dict(common, partition=key, evaluation_event=narrowed(key))
             for key in subset.get_partition_keys()
         ]
+        # One statement run for every row (executemany): SQLAlchemy compiles it once, where a
+        # multi-row VALUES is compiled anew for each call (5 ms against 42 ms per 384 rows),
+        # and no statement nears SQLite's 32,766 bound values (Dagster's own single insert
+        # fails from 4,096 partitions).
         with self.index_connection() as conn:
-            for start in range(0, len(rows), PLANNED_ROWS_PER_INSERT):
-                chunk = rows[start : start + PLANNED_ROWS_PER_INSERT]
-                conn.execute(AssetCheckExecutionsTable.insert().values(chunk))
+            conn.execute(_INSERT_PLANNED_CHECK, rows)
 
     def store_event(self, event) -> None:
         """Materializations, planned ones, and a check's evaluation reported for a partition
