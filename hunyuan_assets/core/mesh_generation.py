@@ -778,7 +778,7 @@ class MeshGenerator:
         tmp = await asyncio.to_thread(make_scratch_dir)
         handed_over = False  # from then on `_publish` removes the scratch folder itself
         try:
-            local = Path(tmp) / "mesh.glb"
+            local = tmp / "mesh.glb"
             try:
                 async with self._downloads:
                     await self._download(prediction, local, prefix, record)
@@ -813,7 +813,7 @@ class MeshGenerator:
             handed_over = True
             previews = (png_key, png, thumb) if png and thumb else None
             mesh_uri, preview_uri = await asyncio.to_thread(
-                self._publish, prefix, done, local, glb_key, previews
+                self._publish, prefix, done, local, glb_key, previews, tmp
             )
         finally:
             if not handed_over:
@@ -852,14 +852,16 @@ class MeshGenerator:
         local: Path,
         glb_key: str,
         previews: tuple[str, bytes, bytes] | None,
+        scratch: Path,
     ) -> tuple[str, str | None]:
         """Store the mesh, then its preview and thumbnail, then the record that points at
         them (a crash at any point leaves nothing pointing at what is missing), and remove
-        the scratch folder: on one thread, one trip from the event loop instead of five."""
+        the `scratch` folder the mesh was downloaded into: on one thread, one trip from the
+        event loop instead of five."""
         try:
             mesh_uri = self.store.move_file(glb_key, local)
         finally:
-            shutil.rmtree(local.parent, True)
+            shutil.rmtree(scratch, True)
         preview_uri = None
         if previews is not None:
             png_key, png, thumb = previews
