@@ -641,7 +641,7 @@ def _weld_by_position(vertices: np.ndarray) -> tuple[np.ndarray, int]:
 def _classes(key: np.ndarray) -> tuple[np.ndarray, int]:
     """`np.unique(key, return_inverse=True)` as (inverse, count), by a stable argsort: a
     mesh's vertices come in runs of nearby positions, which a merge sort takes as they are
-    (~4x faster than the quicksort `np.unique` uses; no slower on shuffled keys)."""
+    (0.86 -> 0.21 ms on 22k vertices; 0.27 -> 0.25 ms shuffled)."""
     order = np.argsort(key, kind="stable")
     ordered = key[order]
     new = np.empty(len(key), dtype=bool)
@@ -664,8 +664,9 @@ def _edge_topology(faces: np.ndarray) -> tuple[bool, bool]:
     start, end = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
     low, high = np.minimum(start, end), np.maximum(start, end)
     # The edge's key, with its direction in the lowest bit. Sorted by a merge sort: faces
-    # come in runs of neighbours, so their keys do too (2.5x faster than the default
-    # quicksort on a 40k-face mesh, as fast on shuffled faces).
+    # come in runs of neighbours, so their keys do too (5.8 -> 2.1 ms on a 40k-face mesh).
+    # On shuffled faces it is slower than numpy's default sort by what the pair checks
+    # below save by taking flat slices instead of (E/2, 2) rows: 5.8 -> 5.7 ms.
     keys = ((low * (int(faces.max()) + 1) + high) << 1) | (start > end)
     keys.sort(kind="stable")
     if len(keys) % 2:
