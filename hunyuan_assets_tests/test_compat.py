@@ -473,32 +473,30 @@ def test_a_checks_planned_rows_hold_their_own_partition_on_the_demo_event_log(tm
 def test_a_check_planned_over_more_partitions_than_one_sqlite_statement_binds(tmp_path):
     """5,000 partitions: 40,000 values, past the 32,766 per statement of SQLite's default
     build (Debian's allows 250,000: the limit is set here), where Dagster's own single insert
-    fails. The demo's event log stores a row per partition."""
+    fails. The demo's event log stores a row per partition. The planned event is a real
+    run's, widened to 5,000 keys under another run id."""
     import sqlite3
-    import time
-
-    from dagster._core.events import AssetCheckEvaluationPlanned, DagsterEvent
-    from dagster._core.events.log import EventLogEntry
 
     keys = [f"image-{i:05d}.png" for i in range(5000)]
     (tmp_path / "dagster.yaml").write_text(single_process_instance_yaml(str(tmp_path)))
     check_key = dg.AssetCheckKey(dg.AssetKey("checked"), "fine")
-    planned = DagsterEvent(
-        event_type_value=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
-        job_name="wide",
-        message="plans the check",
-        event_specific_data=AssetCheckEvaluationPlanned(
-            asset_key=check_key.asset_key,
-            check_name=check_key.name,
-            partitions_subset=CHECKED_PARTS.subset_with_partition_keys(keys),
-        ),
-        step_key="checked",
-    )
-    entry = EventLogEntry(
-        error_info=None, level=10, user_message="", run_id="wide-run", timestamp=time.time(),
-        step_key="checked", job_name="wide", dagster_event=planned,
-    )  # fmt: skip
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        instance.add_dynamic_partitions(CHECKED_PARTS.name, ["a", "b"])
+        result = dg.materialize([checked], instance=instance, tags=partition_range_tags("a", "b"))
+        [record] = instance.get_records_for_run(
+            result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED
+        ).records
+        entry = record.event_log_entry
+        planned = entry.get_dagster_event()
+        data = planned.asset_check_planned_data
+        wider = type(data)(
+            asset_key=data.asset_key,
+            check_name=data.check_name,
+            partitions_subset=CHECKED_PARTS.subset_with_partition_keys(keys),
+        )
+        wide = entry._replace(
+            run_id="wide-run", dagster_event=planned._replace(event_specific_data=wider)
+        )
         engine = instance.event_log_storage._engine
 
         @sqlalchemy.event.listens_for(engine, "connect")
@@ -506,14 +504,15 @@ def test_a_check_planned_over_more_partitions_than_one_sqlite_statement_binds(tm
             dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
 
         engine.dispose()  # connections from here on have the limit
-        instance.event_log_storage.store_event(entry)
+        instance.event_log_storage.store_event(wide)
         records = instance.event_log_storage.get_asset_check_execution_history(
             check_key, limit=10_000
         )
-    assert sorted(r.partition for r in records) == keys
-    assert {r.status.value for r in records} == {"PLANNED"}
-    one = records[0].event.get_dagster_event().asset_check_planned_data.partitions_subset
-    assert list(one.get_partition_keys()) == [records[0].partition]
+    wide_rows = [r for r in records if r.run_id == "wide-run"]
+    assert sorted(r.partition for r in wide_rows) == keys
+    assert {r.status.value for r in wide_rows} == {"PLANNED"}
+    one = wide_rows[0].event.get_dagster_event().asset_check_planned_data.partitions_subset
+    assert list(one.get_partition_keys()) == [wide_rows[0].partition]
 
 
 @pytest.mark.parametrize("yaml", ["demo", "dagster"])
