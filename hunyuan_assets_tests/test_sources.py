@@ -567,6 +567,37 @@ def test_describe_accepts_webp_and_buffers() -> None:
     assert (info.format, info.width, info.height, info.size) == ("WEBP", 300, 260, len(data))
 
 
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_a_jpeg_is_checked_at_an_eighth_and_a_cut_one_still_fails(monkeypatch, progressive):
+    """JPEG decodes at 1/8 scale for the check (every entropy-coded block is still read):
+    the full size is reported, what is uploaded is the original bytes, and a file cut short
+    anywhere fails as it would at full size."""
+    import numpy as np
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    asked = []
+    draft = JpegImageFile.draft
+
+    def spy(self, mode, size):
+        applied = draft(self, mode, size)
+        asked.append((self.size, applied is not None))
+        return applied
+
+    monkeypatch.setattr(JpegImageFile, "draft", spy)
+    noise = np.random.default_rng(3).integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "JPEG", quality=90, progressive=progressive)
+    data = buffer.getvalue()
+
+    upload = prepare_upload(data)
+    assert (upload.info.width, upload.info.height, upload.info.format) == (1600, 1200, "JPEG")
+    assert upload.payload == data
+    assert asked == [((200, 150), True)]  # decoded at an eighth of 1600 x 1200
+    for keep in (0.3, 0.67, 0.97):
+        with pytest.raises(InvalidImageError, match="truncated JPEG"):
+            describe_image(data[: int(len(data) * keep)])
+
+
 def test_content_identity_differs_from_fingerprint(tmp_path: Path) -> None:
     """Same bytes under two names: two partitions, one sha256 (the store dedupes on it)."""
     data = _png()
