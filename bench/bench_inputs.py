@@ -13,23 +13,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
-from collections.abc import Callable
 
 import numpy as np
-from _common import machine, report, sample_images, table
+from _common import best_cpu_ms, machine, report, sample_images, table
 from PIL import Image
 
 SIZES = ((1280, 960), (2592, 1944), (4000, 3000))  # 1.2, 5 and 12 MP
-
-
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        fn()
-        best = min(best, time.process_time() - started)
-    return best * 1000
 
 
 def _photo(sample: Image.Image, size: tuple[int, int], seed: int) -> np.ndarray:
@@ -64,8 +53,8 @@ def main() -> str:
             for seed, sample in enumerate(samples):
                 data = _encoded(_photo(sample, (width, height), seed), fmt)
                 sizes.append(len(data))
-                checks.append(_best(lambda: describe_image(data), args.repeat))  # noqa: B023
-                fulls.append(_best(lambda: _full_decode(data), args.repeat))  # noqa: B023
+                checks.append(best_cpu_ms(lambda: describe_image(data), args.repeat))  # noqa: B023
+                fulls.append(best_cpu_ms(lambda: _full_decode(data), args.repeat))  # noqa: B023
             check, full = float(np.mean(checks)), float(np.mean(fulls))
             rows.append(
                 [

@@ -23,18 +23,9 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
-from _common import ROOT, machine, quiet, report, sample_images, table, temp_dir
+from _common import ROOT, best_cpu_ms, machine, quiet, report, sample_images, table, temp_dir
 
 STAGES = ("parse", "inspect", "render", "png", "thumbnail")
-
-
-def _best(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        fn()
-        best = min(best, time.process_time() - started)
-    return best * 1000
 
 
 def part_one(repeat: int, folder: Path) -> tuple[str, dict[str, list[Path]]]:
@@ -49,19 +40,19 @@ def part_one(repeat: int, folder: Path) -> tuple[str, dict[str, list[Path]]]:
         for picture in sample_images():
             data = picture.read_bytes()
             synthesis = partial(image_to_glb, data, profile=profile)
-            costs["synthesis"].append(_best(synthesis, repeat))
+            costs["synthesis"].append(best_cpu_ms(synthesis, repeat))
             path = folder / f"{picture.stem}-{profile}.glb"
             path.write_bytes(synthesis())
             meshes[profile].append(path)
             scene = glb._load(path)
             rgb = glb._render(scene, 256)
-            costs["analyse"].append(_best(lambda: glb.analyse_glb(path), repeat))  # noqa: B023
-            costs["parse"].append(_best(lambda: glb._load(path), repeat))  # noqa: B023
+            costs["analyse"].append(best_cpu_ms(lambda: glb.analyse_glb(path), repeat))  # noqa: B023
+            costs["parse"].append(best_cpu_ms(lambda: glb._load(path), repeat))  # noqa: B023
             # A fresh parse for each: inspection and preview share the welding it caches.
-            costs["inspect"].append(_best(lambda: glb._inspect(glb._load(path)), repeat))  # noqa: B023
-            costs["render"].append(_best(lambda: glb._render(glb._load(path), 256), repeat))  # noqa: B023
-            costs["png"].append(_best(lambda: glb._png(rgb), repeat))  # noqa: B023
-            costs["thumbnail"].append(_best(lambda: glb._thumbnail(rgb, 192), repeat))  # noqa: B023
+            costs["inspect"].append(best_cpu_ms(lambda: glb._inspect(glb._load(path)), repeat))  # noqa: B023
+            costs["render"].append(best_cpu_ms(lambda: glb._render(glb._load(path), 256), repeat))  # noqa: B023
+            costs["png"].append(best_cpu_ms(lambda: glb._png(rgb), repeat))  # noqa: B023
+            costs["thumbnail"].append(best_cpu_ms(lambda: glb._thumbnail(rgb, 192), repeat))  # noqa: B023
             faces.append(glb._inspect(scene).faces)
             sizes.append(path.stat().st_size)
         mean = {k: statistics.fmean(v) for k, v in costs.items()}
