@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -792,3 +792,48 @@ def test_a_truncated_output_is_a_glb_cut_short_served_whole(emulator, api):
     assert int(short.headers["content-length"]) == len(short.content) < len(full.content)
     declared = int.from_bytes(short.content[8:12], "little")  # the GLB header's total length
     assert declared == len(full.content) > len(short.content)
+
+
+# -- serving ----------------------------------------------------------------------------------
+def test_responses_are_sent_without_nagle_delay(monkeypatch, emulator, api):
+    """Headers and body leave in two writes; with Nagle's algorithm the body waited ~40 ms
+    for the client's delayed ACK on one request in four. Every accepted connection must
+    have TCP_NODELAY set."""
+    import socket
+
+    from hunyuan_assets.emulator import server
+
+    seen: list[int] = []
+    setup = server._Handler.setup
+
+    def recording_setup(self):
+        setup(self)
+        seen.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(server._Handler, "setup", recording_setup)
+    with httpx.Client(base_url=emulator.base_url, timeout=10) as fresh:  # new connections
+        assert fresh.get("/_emulator/stats").status_code == 200
+    submit(api, upload(api, png_bytes()))
+    assert seen and all(seen), seen
+
+
+def test_synthesis_in_worker_processes_makes_the_same_meshes_and_errors():
+    """The standalone server's default: meshes made off the serving process's GIL. Same
+    bytes as on threads for the same picture and seed; a bad input still fails clearly."""
+    picture = png_bytes((30, 90, 200))
+    glbs, errors = [], []
+    for mode in ("threads", "processes"):
+        with EmulatorServer(latency=0.05, seed=3, synthesis=mode) as emulator:
+            pool = emulator._emulator._synthesis
+            assert isinstance(pool, ProcessPoolExecutor) == (mode == "processes")
+            headers = {"Authorization": f"Bearer {KEY}"}
+            with httpx.Client(base_url=emulator.base_url, headers=headers, timeout=60) as client:
+                done = wait_status(client, submit(client, upload(client, picture))["id"],
+                                   "completed", "failed")  # fmt: skip
+                glbs.append(httpx.get(done["outputs"][0]).content)
+                text = upload(client, b"not a picture", "notes.txt")
+                errors.append(wait_status(client, submit(client, text)["id"], "failed")["error"])
+    assert glbs[0][:4] == b"glTF" and glbs[0] == glbs[1]
+    assert all(e.startswith("input is not a decodable image") for e in errors), errors
+    with pytest.raises(ValueError, match="synthesis"):
+        EmulatorServer(synthesis="gpu")

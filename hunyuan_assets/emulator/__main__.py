@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from hunyuan_assets.emulator.server import OUTPUT_PROFILES, EmulatorServer
+from hunyuan_assets.emulator.server import OUTPUT_PROFILES, SYNTHESIS_MODES, EmulatorServer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "2048 px PBR textures, ~3.5 MB)",
     )
     parser.add_argument(
+        "--synthesis",
+        choices=SYNTHESIS_MODES,
+        default="processes",
+        help="where meshes are made: worker processes (default; requests never wait for a "
+        "synthesis to let go of the GIL) or threads of the server's own process",
+    )
+    parser.add_argument(
         "--faults", default=None, help="JSON, the same body as POST /_emulator/faults"
     )
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
@@ -52,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         output_ttl=args.output_ttl,
         seed=args.seed,
         output_profile=args.output_profile,
+        synthesis=args.synthesis,
     )
     if args.faults:
         try:

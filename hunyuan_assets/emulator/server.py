@@ -12,7 +12,10 @@ is a crash and restart: connections cut, predictions forgotten, same port.
 Bytes do not stay in memory: uploads and GLBs are spooled to a temporary directory the server
 owns (deleted on stop) and served from there, so a long run with realistic 3.5 MB outputs costs
 disk, not RAM. Mesh synthesis runs at most one per CPU at a time, however many predictions
-are in flight: predictions queue for it instead of thrashing the machine.
+are in flight: predictions queue for it instead of thrashing the machine. It runs on threads
+(`synthesis="threads"`, quick to start: tests) or in worker processes (`"processes"`, the
+standalone server's default), where it cannot hold the serving process's GIL: the real API
+answers a submit or a poll in a round trip however busy its GPUs are, and so should this.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import hashlib
 import json
 import logging
 import mimetypes
+import multiprocessing
 import os
 import random
 import re
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import sys
@@ -35,7 +40,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -59,6 +64,7 @@ CORRUPTIONS = ("garbage", "truncated", "untextured")  # what `corrupt_output` ma
 OUTPUT_PROFILES = ("small", "realistic")
 # Synthesis is CPU-bound: more at once than there are CPUs only adds memory and contention.
 _SYNTHESIS_SLOTS = max(1, os.cpu_count() or 1)
+SYNTHESIS_MODES = ("threads", "processes")
 _LATENESS_KEPT = 100_000
 _LIST_STATUSES = ("completed", "failed", "processing")  # the documented list filters
 _MAX_PAGE_SIZE = 100
@@ -74,6 +80,36 @@ def _make_glb(image_bytes: bytes, seed: int, profile: str) -> bytes:
     from hunyuan_assets.emulator.meshgen import image_to_glb
 
     return image_to_glb(image_bytes, seed=seed, profile=profile)
+
+
+def _start_synthesis_worker() -> None:
+    """A worker process leaves Ctrl-C to the server (which stops it) and loads meshgen once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import hunyuan_assets.emulator.meshgen  # noqa: F401
+
+
+def _ready() -> None:
+    """Nothing: submitted once per worker so that all of them are started up front."""
+
+
+def _synthesis_pool(mode: str) -> Executor:
+    """Where meshes are made. On threads, a synthesis holds the GIL for tens of milliseconds
+    at a time, and every request waiting for it stalls: on 2 CPUs one submit in four took
+    ~45 ms instead of ~1 while realistic meshes were being made. Worker processes are
+    spawned, not forked (the server already runs threads), and loaded before the first
+    prediction, so none of them waits ~0.5 s for numpy and Pillow to import."""
+    if mode not in SYNTHESIS_MODES:
+        raise ValueError(f"synthesis must be one of {list(SYNTHESIS_MODES)}, got {mode!r}")
+    if mode == "threads":
+        return ThreadPoolExecutor(_SYNTHESIS_SLOTS, thread_name_prefix="synthesis")
+    pool = ProcessPoolExecutor(
+        _SYNTHESIS_SLOTS,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_synthesis_worker,
+    )
+    for started in [pool.submit(_ready) for _ in range(_SYNTHESIS_SLOTS)]:  # one process each
+        started.result()
+    return pool
 
 
 def _check_profile(profile: Any) -> str:
@@ -212,6 +248,7 @@ class _Emulator:
         config: Mapping[str, Any],
         seed: int,
         output_profile: str,
+        synthesis: Executor,
         wall: WallClock = _utc_now,
     ) -> None:
         self._initial = dict(config)
@@ -236,10 +273,10 @@ class _Emulator:
         self._spool: Path | None = None
         self._outputs: dict[str, Path] = {}
         self._in_progress: dict[str, threading.Event] = {}
-        # Synthesis on a few threads of its own, not on each prediction's: glibc gives every
-        # thread that allocates its own arena, and 300 threads each synthesising once held
-        # ~4x the memory (measured: 354 vs 91 MiB peak RSS at 300 in flight).
-        self._synthesis = ThreadPoolExecutor(_SYNTHESIS_SLOTS, thread_name_prefix="synthesis")
+        # Synthesis on a few workers of its own, not on each prediction's thread: glibc gives
+        # every thread that allocates its own arena, and 300 threads each synthesising once
+        # held ~4x the memory (measured: 354 vs 91 MiB peak RSS at 300 in flight).
+        self._synthesis = synthesis
 
     @staticmethod
     def _zero_counters() -> dict[str, Any]:
@@ -271,9 +308,11 @@ class _Emulator:
             self._cond.notify_all()
             for p in self._predictions.values():
                 p.finished.set()  # a sync-mode submit in flight returns (its connection is cut)
-            after = _Emulator(self._initial, self.seed, self._initial_profile, self.wall)
-            after._synthesis.shutdown(wait=False)  # unused: ours carries on
-            after._synthesis, after.output_profile = self._synthesis, self.output_profile
+            # The synthesis workers carry on: they stand for the provider's GPUs, not its API.
+            after = _Emulator(
+                self._initial, self.seed, self._initial_profile, self._synthesis, self.wall
+            )
+            after.output_profile = self.output_profile
             after._rng, after._fault_rng = self._rng, self._fault_rng
             after.config, after._media = self.config, self._media
             # The spool (uploads, and GLBs already made: a cache) passes to the successor, so
@@ -711,6 +750,10 @@ _Route = tuple[str, Callable[["_Handler", dict[str, str], bytes], _Response], di
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes. With Nagle's algorithm on, the body waited for
+    # the client's delayed ACK of the headers: ~40 ms on one request in four (measured on
+    # sequential submits), which no real API front end adds.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
@@ -1134,12 +1177,14 @@ class EmulatorServer:
         price: float | None = None,
         retention: float | None = None,
         clock: WallClock | None = None,
+        synthesis: str = "threads",
     ) -> None:
         """`output_profile` "small" makes quick test meshes; "realistic" makes them the size
         of the real model's (~40k faces, 2048 px PBR textures, ~3.5 MB). Raises ValueError
-        for an unknown profile. `clock` is the wall clock for `created_at` and the retention
-        (a test may move it); `balance` (USD) and `price` (per completed prediction) model
-        the account."""
+        for an unknown profile or `synthesis` mode ("threads", or "processes": see the
+        module's docstring; those are started here and stopped by `stop`). `clock` is the
+        wall clock for `created_at` and the retention (a test may move it); `balance` (USD)
+        and `price` (per completed prediction) model the account."""
         self._address = (host, port)
         config: dict[str, Any] = {
             "latency": latency,
@@ -1151,7 +1196,10 @@ class EmulatorServer:
             config["price"] = price
         if retention is not None:
             config["retention"] = retention
-        self._emulator = _Emulator(config, seed, output_profile, clock or _utc_now)
+        _check_profile(output_profile)  # before any worker process is started
+        self._emulator = _Emulator(
+            config, seed, output_profile, _synthesis_pool(synthesis), clock or _utc_now
+        )
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
