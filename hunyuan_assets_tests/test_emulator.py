@@ -837,3 +837,12 @@ def test_synthesis_in_worker_processes_makes_the_same_meshes_and_errors():
     assert all(e.startswith("input is not a decodable image") for e in errors), errors
     with pytest.raises(ValueError, match="synthesis"):
         EmulatorServer(synthesis="gpu")
+
+
+def test_a_refused_setting_leaves_no_synthesis_worker_behind():
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    with pytest.raises(ValueError, match="latency"):
+        EmulatorServer(latency=-1, synthesis="processes")  # refused after the workers start
+    assert set(multiprocessing.active_children()) <= before
